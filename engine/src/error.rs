@@ -1,0 +1,75 @@
+//! Library errors. Each says where (node name, op type, input name) and what was expected,
+//! so the CLI can print it as-is.
+
+/// A node the engine cannot run, as listed before anything runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsupportedNode {
+    pub name: String,
+    pub op_type: String,
+    pub domain: String,
+    pub opset: i64,
+    /// Why, when the op exists but an attribute value is not supported.
+    pub reason: Option<String>,
+}
+
+impl std::fmt::Display for UnsupportedNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let domain = if self.domain.is_empty() { "ai.onnx" } else { &self.domain };
+        write!(f, "node '{}' (op {}, domain {}, opset {})", self.name, self.op_type, domain, self.opset)?;
+        if let Some(r) = &self.reason {
+            write!(f, ": {r}")?;
+        }
+        Ok(())
+    }
+}
+
+fn list_unsupported(nodes: &[UnsupportedNode]) -> String {
+    let mut s = format!("{} unsupported node(s):", nodes.len());
+    for n in nodes {
+        s.push_str("\n  - ");
+        s.push_str(&n.to_string());
+    }
+    s
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read or decoded as ONNX.
+    #[error(transparent)]
+    Onnx(#[from] onnx_import::Error),
+    #[error("{}", list_unsupported(.0))]
+    Unsupported(Vec<UnsupportedNode>),
+    /// A node's inputs, attributes or shapes are invalid.
+    #[error("node '{node}' ({op}): {message}")]
+    Node { node: String, op: String, message: String },
+    /// A model-level structural problem (cycle, dangling name, duplicate output...).
+    #[error("invalid model: {0}")]
+    Model(String),
+    /// A user-supplied input does not match what the model declares.
+    #[error("input '{name}': {message}")]
+    Input { name: String, message: String },
+    /// A plan would exceed the memory limit; refused before allocating.
+    #[error("{what} needs {requested} bytes, over the memory limit of {limit} bytes (raise it with --max-memory)")]
+    MemoryLimit { what: String, requested: u128, limit: u128 },
+    /// A backend failed at run time (device lost, shader error...).
+    #[error("backend {backend}: {message}")]
+    Backend { backend: String, message: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Process exit code: 2 for bad input or usage, 1 for failures of the engine itself.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Backend { .. } | Error::Io(_) => 1,
+            _ => 2,
+        }
+    }
+
+    pub fn node(node: &str, op: &str, message: impl Into<String>) -> Error {
+        Error::Node { node: node.to_string(), op: op.to_string(), message: message.into() }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
