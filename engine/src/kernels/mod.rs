@@ -1,1 +1,76 @@
-//! (being written)
+//! Fast f32 kernels: GEMM, convolution, pooling and SIMD elementwise operations.
+//!
+//! Everything here is a pure function over `f32` slices in NCHW (NC + spatial) layout and knows
+//! nothing of ONNX or of the graph: the executor (`exec/`) checks shapes, plans buffers and calls
+//! these. Work that depends only on weights (packing, choosing an algorithm) is done once at load
+//! time ([`conv::PackedConvWeights::new`]); scratch memory is provided by the caller, sized by
+//! [`conv::conv_scratch_len`], so the executor's memory plan covers it.
+//!
+//! SIMD: kernels dispatch at run time on [`cpu_features::simd_level`] (AVX-512F, AVX2+FMA or
+//! scalar), which can be lowered with `ENGINE_SIMD=scalar|avx2|avx512`.
+//!
+//! Threads: kernels parallelise with rayon over `rayon::current_num_threads()` workers of the
+//! pool they are called in; results do not depend on the thread count beyond float rounding.
+
+pub mod conv;
+pub mod cpu_features;
+pub mod depthwise;
+pub mod elementwise;
+pub mod gemm;
+pub mod im2col;
+pub mod packed_gemm;
+pub mod pool;
+
+pub use conv::{conv, conv_scratch_len, ConvAlgo, ConvGeometry, PackedConvWeights};
+pub use cpu_features::{detected_simd_level, set_max_simd_level, simd_level, SimdLevel};
+pub use gemm::{sgemm, GemmBackend};
+
+/// A kernel precondition that does not hold (bad geometry, wrong slice length). The executor
+/// wraps it into `engine::Error::Node` with the node's name and op type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct KernelError(pub String);
+
+/// Returns `Err(KernelError)` with a formatted message when `cond` is false.
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)*) => {
+        if !$cond {
+            return Err($crate::kernels::KernelError(format!($($arg)*)));
+        }
+    };
+}
+pub(crate) use ensure;
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    /// Deterministic pseudo-random values in [-1, 1) (xorshift; no dependency needed).
+    pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        // NaN-propagating (f32::max would hide an unwritten NaN-initialised output).
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, |m, d| if d.is_nan() || d > m { d } else { m })
+    }
+
+    /// Runs `f` inside a dedicated rayon pool of `n` threads.
+    pub fn with_threads<R: Send>(n: usize, f: impl FnOnce() -> R + Send) -> R {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .expect("test pool")
+            .install(f)
+    }
+}

@@ -1,0 +1,1067 @@
+//! Convolution (any number of spatial dims, groups, dilation, asymmetric pads) with a fused
+//! bias + residual + activation epilogue.
+//!
+//! Usage by the executor:
+//! 1. At load: `let g = ConvGeometry::new(..)?;` then
+//!    `let w = PackedConvWeights::new(&g, &oihw_weights, bias)?;` — picks the algorithm
+//!    ([`ConvAlgo`]) and packs the weights once.
+//! 2. At planning: reserve `conv_scratch_len(&g, &w, threads)` floats of scratch
+//!    (`threads` = the size of the rayon pool the executor runs kernels in).
+//! 3. At run: `conv(&g, input, &w, residual, activation, output, scratch)?` inside that pool.
+//!
+//! Algorithms:
+//! - [`ConvAlgo::Depthwise`] (group == cin == cout, 1-D/2-D): direct kernel, no scratch.
+//! - [`ConvAlgo::Pointwise`] (all kernel dims 1, stride 1, no pad): the input already is the
+//!   GEMM's right-hand matrix `X[cin_g × ∏spatial]`.
+//! - [`ConvAlgo::Im2col`] (everything else): im2col of a block of output columns into
+//!   scratch, then GEMM. Blocking over columns keeps scratch to a few hundred KiB per thread.
+//!
+//! GEMM: by default the engine's packed AVX-512 kernel ([`super::packed_gemm`]) with weights
+//! packed at load and the epilogue done in the micro-kernel's store; [`ConvGemm::Crate`] runs
+//! the same blocking through the `gemm`/`matrixmultiply` crates instead (benchmarks, machines
+//! without AVX-512).
+//!
+//! Threads: work items are (image, group, column block, row part); they are spread statically
+//! over `rayon::current_num_threads()` scratch slots. Each output value is computed by exactly
+//! one item with the same K order whatever the thread count, so results do not depend on it
+//! (row parts only change which thread computes a row).
+
+use super::cpu_features::{simd_level, SimdLevel};
+use super::elementwise::bias_residual_activation;
+use super::gemm::{GemmBackend, SendPtr};
+use super::im2col::im2col_row;
+use super::packed_gemm::{self, packed_b_len, Epilogue, PackedA, MR, NR};
+use super::{ensure, KernelError};
+use crate::ir::Activation;
+use rayon::prelude::*;
+
+/// Everything about a convolution's shapes. All per-axis vectors have one entry per spatial
+/// dimension (2 for Conv2d). `out_spatial` is computed by [`ConvGeometry::new`] from the usual
+/// formula `(in + pad_begin + pad_end − dilation·(kernel−1) − 1) / stride + 1` (floor).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConvGeometry {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub in_spatial: Vec<usize>,
+    pub out_channels: usize,
+    pub kernel: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+    pub pads_begin: Vec<usize>,
+    pub pads_end: Vec<usize>,
+    pub group: usize,
+    pub out_spatial: Vec<usize>,
+}
+
+impl ConvGeometry {
+    /// Builds and validates a geometry; computes the output spatial dims.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        batch: usize,
+        in_channels: usize,
+        in_spatial: &[usize],
+        out_channels: usize,
+        kernel: &[usize],
+        strides: &[usize],
+        dilations: &[usize],
+        pads_begin: &[usize],
+        pads_end: &[usize],
+        group: usize,
+    ) -> Result<ConvGeometry, KernelError> {
+        let nd = in_spatial.len();
+        ensure!(nd >= 1, "conv needs at least one spatial dimension");
+        for (name, v) in [
+            ("kernel", kernel),
+            ("strides", strides),
+            ("dilations", dilations),
+            ("pads_begin", pads_begin),
+            ("pads_end", pads_end),
+        ] {
+            ensure!(
+                v.len() == nd,
+                "conv {name} has {} entries, expected {nd} (one per spatial dim)",
+                v.len()
+            );
+        }
+        let mut out_spatial = Vec::with_capacity(nd);
+        for d in 0..nd {
+            ensure!(
+                strides[d] >= 1 && dilations[d] >= 1 && kernel[d] >= 1,
+                "conv kernel, strides and dilations must be >= 1 (axis {d})"
+            );
+            let span = dilations[d] * (kernel[d] - 1) + 1;
+            let padded = in_spatial[d] + pads_begin[d] + pads_end[d];
+            ensure!(
+                padded >= span,
+                "conv axis {d}: padded input {padded} smaller than dilated kernel {span}"
+            );
+            out_spatial.push((padded - span) / strides[d] + 1);
+        }
+        let g = ConvGeometry {
+            batch,
+            in_channels,
+            in_spatial: in_spatial.to_vec(),
+            out_channels,
+            kernel: kernel.to_vec(),
+            strides: strides.to_vec(),
+            dilations: dilations.to_vec(),
+            pads_begin: pads_begin.to_vec(),
+            pads_end: pads_end.to_vec(),
+            group,
+            out_spatial,
+        };
+        g.validate()?;
+        Ok(g)
+    }
+
+    /// Checks internal consistency (for geometries built by hand).
+    pub fn validate(&self) -> Result<(), KernelError> {
+        let nd = self.in_spatial.len();
+        ensure!(nd >= 1, "conv needs at least one spatial dimension");
+        for v in [
+            &self.kernel,
+            &self.strides,
+            &self.dilations,
+            &self.pads_begin,
+            &self.pads_end,
+            &self.out_spatial,
+        ] {
+            ensure!(
+                v.len() == nd,
+                "conv geometry vectors must all have {nd} entries"
+            );
+        }
+        ensure!(self.group >= 1, "conv group must be >= 1");
+        ensure!(
+            self.in_channels % self.group == 0 && self.out_channels % self.group == 0,
+            "conv channels ({} in, {} out) not divisible by group {}",
+            self.in_channels,
+            self.out_channels,
+            self.group
+        );
+        for d in 0..nd {
+            ensure!(
+                self.strides[d] >= 1 && self.dilations[d] >= 1 && self.kernel[d] >= 1,
+                "conv axis {d}: zero kernel/stride/dilation"
+            );
+            // Every output position's first tap must start inside the padded input.
+            let span = self.dilations[d] * (self.kernel[d] - 1) + 1;
+            let padded = self.in_spatial[d] + self.pads_begin[d] + self.pads_end[d];
+            ensure!(
+                self.out_spatial[d] == 0
+                    || (self.out_spatial[d] - 1) * self.strides[d] + span <= padded,
+                "conv axis {d}: {} outputs do not fit the padded input {padded}",
+                self.out_spatial[d]
+            );
+        }
+        Ok(())
+    }
+
+    pub fn cin_per_group(&self) -> usize {
+        self.in_channels / self.group
+    }
+    pub fn cout_per_group(&self) -> usize {
+        self.out_channels / self.group
+    }
+    /// ∏kernel.
+    pub fn kernel_size(&self) -> usize {
+        self.kernel.iter().product()
+    }
+    /// ∏in_spatial.
+    pub fn in_plane(&self) -> usize {
+        self.in_spatial.iter().product()
+    }
+    /// ∏out_spatial.
+    pub fn out_plane(&self) -> usize {
+        self.out_spatial.iter().product()
+    }
+    /// Input length in floats (N·C·∏in).
+    pub fn input_len(&self) -> usize {
+        self.batch * self.in_channels * self.in_plane()
+    }
+    /// Output length in floats (N·Cout·∏out).
+    pub fn output_len(&self) -> usize {
+        self.batch * self.out_channels * self.out_plane()
+    }
+    /// OIHW weight length in floats.
+    pub fn weight_len(&self) -> usize {
+        self.out_channels * self.cin_per_group() * self.kernel_size()
+    }
+    /// Multiply-accumulates of the convolution (padding taps counted, as usual).
+    pub fn macs(&self) -> u64 {
+        (self.batch * self.out_channels * self.out_plane()) as u64
+            * (self.cin_per_group() * self.kernel_size()) as u64
+    }
+    fn is_pointwise(&self) -> bool {
+        self.kernel.iter().all(|&k| k == 1)
+            && self.strides.iter().all(|&s| s == 1)
+            && self
+                .pads_begin
+                .iter()
+                .chain(&self.pads_end)
+                .all(|&p| p == 0)
+    }
+    fn is_depthwise(&self) -> bool {
+        self.group > 1
+            && self.group == self.in_channels
+            && self.group == self.out_channels
+            && self.in_spatial.len() <= 2
+    }
+}
+
+/// How a convolution is computed (chosen once by [`PackedConvWeights::new`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvAlgo {
+    /// 1×1, stride 1, no padding: GEMM straight on the input.
+    Pointwise,
+    /// im2col of column blocks into scratch + GEMM.
+    Im2col,
+    /// Direct per-channel kernel (group == in == out channels).
+    Depthwise,
+}
+
+/// Which GEMM runs the Pointwise/Im2col algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvGemm {
+    /// The engine's packed kernel with the fused epilogue (default with AVX-512).
+    Packed,
+    /// A crate GEMM into the output, then the epilogue over the block (default otherwise).
+    Crate(GemmBackend),
+}
+
+/// Weights (and bias) of one convolution, packed for the chosen algorithm. Built once at load.
+#[derive(Debug, Clone)]
+pub struct PackedConvWeights {
+    algo: ConvAlgo,
+    gemm: ConvGemm,
+    /// Geometry fields the packing depends on, checked again at run time.
+    out_channels: usize,
+    cin_per_group: usize,
+    kernel: Vec<usize>,
+    group: usize,
+    /// OIHW weights as given (crate GEMM rows per group; depthwise taps).
+    raw: Vec<f32>,
+    /// One packed matrix per group (only with [`ConvGemm::Packed`]).
+    packed: Vec<PackedA>,
+    bias: Vec<f32>,
+}
+
+impl PackedConvWeights {
+    /// Packs OIHW `weights` (`out_channels × cin/group × ∏kernel`) and the optional per-output-
+    /// channel `bias` for `geom`, choosing the algorithm and GEMM for this machine.
+    pub fn new(
+        geom: &ConvGeometry,
+        weights: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Result<PackedConvWeights, KernelError> {
+        let gemm = if simd_level() == SimdLevel::Avx512 {
+            ConvGemm::Packed
+        } else {
+            ConvGemm::Crate(GemmBackend::Gemm)
+        };
+        PackedConvWeights::with_gemm(geom, weights, bias, gemm)
+    }
+
+    /// [`PackedConvWeights::new`] with a forced GEMM (benchmarks and tests).
+    pub fn with_gemm(
+        geom: &ConvGeometry,
+        weights: &[f32],
+        bias: Option<&[f32]>,
+        gemm: ConvGemm,
+    ) -> Result<PackedConvWeights, KernelError> {
+        geom.validate()?;
+        ensure!(
+            weights.len() == geom.weight_len(),
+            "conv weights have {} values, expected {} ({}×{}×{:?})",
+            weights.len(),
+            geom.weight_len(),
+            geom.out_channels,
+            geom.cin_per_group(),
+            geom.kernel
+        );
+        if let Some(b) = bias {
+            ensure!(
+                b.len() == geom.out_channels,
+                "conv bias has {} values, expected {}",
+                b.len(),
+                geom.out_channels
+            );
+        }
+        let algo = if geom.is_depthwise() {
+            ConvAlgo::Depthwise
+        } else if geom.is_pointwise() {
+            ConvAlgo::Pointwise
+        } else {
+            ConvAlgo::Im2col
+        };
+        let (cout_g, kg) = (
+            geom.cout_per_group(),
+            geom.cin_per_group() * geom.kernel_size(),
+        );
+        let packed = if algo != ConvAlgo::Depthwise && gemm == ConvGemm::Packed {
+            (0..geom.group)
+                .map(|g| {
+                    PackedA::pack(
+                        cout_g,
+                        kg,
+                        &weights[g * cout_g * kg..(g + 1) * cout_g * kg],
+                        kg,
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(PackedConvWeights {
+            algo,
+            gemm,
+            out_channels: geom.out_channels,
+            cin_per_group: geom.cin_per_group(),
+            kernel: geom.kernel.clone(),
+            group: geom.group,
+            raw: weights.to_vec(),
+            packed,
+            bias: bias.map_or_else(|| vec![0.0; geom.out_channels], <[f32]>::to_vec),
+        })
+    }
+
+    /// The algorithm chosen at packing.
+    pub fn algo(&self) -> ConvAlgo {
+        self.algo
+    }
+
+    /// The GEMM chosen at packing.
+    pub fn gemm(&self) -> ConvGemm {
+        self.gemm
+    }
+
+    fn matches(&self, g: &ConvGeometry) -> bool {
+        self.out_channels == g.out_channels
+            && self.cin_per_group == g.cin_per_group()
+            && self.kernel == g.kernel
+            && self.group == g.group
+    }
+}
+
+/// Scratch floats per slot budget: the im2col block of one work item.
+const SCRATCH_BLOCK_FLOATS: usize = 64 * 1024;
+
+/// Columns per im2col block for this geometry (a multiple of [`NR`], at most the output plane
+/// rounded up, at least two panels).
+fn column_block(g: &ConvGeometry) -> usize {
+    let kg = (g.cin_per_group() * g.kernel_size()).max(1);
+    let np = g.out_plane().next_multiple_of(NR);
+    (SCRATCH_BLOCK_FLOATS / kg / NR * NR)
+        .max(2 * NR)
+        .min(np)
+        .max(NR)
+}
+
+fn slot_len(g: &ConvGeometry, w: &PackedConvWeights) -> usize {
+    let kg = g.cin_per_group() * g.kernel_size();
+    match (w.algo, w.gemm) {
+        (ConvAlgo::Depthwise, _) => 0,
+        (ConvAlgo::Pointwise, ConvGemm::Crate(_)) => 0,
+        _ => packed_b_len(kg, column_block(g)),
+    }
+}
+
+/// Scratch (in floats) that [`conv`] needs to run on `threads` threads. Passing less scratch
+/// is allowed down to one slot: fewer items then run in parallel.
+pub fn conv_scratch_len(geom: &ConvGeometry, weights: &PackedConvWeights, threads: usize) -> usize {
+    slot_len(geom, weights) * threads.max(1)
+}
+
+/// Runs the convolution: `output = act(conv(input, W) + bias + residual)`.
+///
+/// - `input`: `N × Cin × in_spatial` (NCHW), `geom.input_len()` floats.
+/// - `weights`: packed for this geometry by [`PackedConvWeights::new`].
+/// - `residual`: optional, same shape as the output, added before the activation.
+/// - `output`: `N × Cout × out_spatial`, `geom.output_len()` floats; fully overwritten.
+/// - `scratch`: at least `conv_scratch_len(geom, weights, 1)` floats; with
+///   `conv_scratch_len(geom, weights, rayon::current_num_threads())` all threads work.
+///
+/// Errors if a length or the geometry does not match (nothing is written then).
+pub fn conv(
+    geom: &ConvGeometry,
+    input: &[f32],
+    weights: &PackedConvWeights,
+    residual: Option<&[f32]>,
+    act: Activation,
+    output: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<(), KernelError> {
+    geom.validate()?;
+    ensure!(
+        weights.matches(geom),
+        "conv weights were packed for another geometry"
+    );
+    ensure!(
+        input.len() == geom.input_len(),
+        "conv input has {} values, expected {}",
+        input.len(),
+        geom.input_len()
+    );
+    ensure!(
+        output.len() == geom.output_len(),
+        "conv output has {} values, expected {}",
+        output.len(),
+        geom.output_len()
+    );
+    if let Some(r) = residual {
+        ensure!(
+            r.len() == output.len(),
+            "conv residual has {} values, expected {}",
+            r.len(),
+            output.len()
+        );
+    }
+    let slot = slot_len(geom, weights);
+    ensure!(
+        scratch.len() >= slot,
+        "conv scratch has {} floats, needs at least {slot}",
+        scratch.len()
+    );
+    if output.is_empty() {
+        return Ok(());
+    }
+    match weights.algo {
+        ConvAlgo::Depthwise => {
+            super::depthwise::depthwise_conv(
+                geom,
+                input,
+                &weights.raw,
+                &weights.bias,
+                residual,
+                act,
+                output,
+            );
+        }
+        ConvAlgo::Pointwise | ConvAlgo::Im2col => {
+            gemm_conv(geom, input, weights, residual, act, output, scratch, slot)
+        }
+    }
+    Ok(())
+}
+
+/// One unit of parallel work.
+#[derive(Clone, Copy)]
+struct Item {
+    n: usize,
+    g: usize,
+    j0: usize,
+    nb: usize,
+    r0: usize,
+    rows: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_conv(
+    geom: &ConvGeometry,
+    input: &[f32],
+    w: &PackedConvWeights,
+    residual: Option<&[f32]>,
+    act: Activation,
+    output: &mut [f32],
+    scratch: &mut [f32],
+    slot: usize,
+) {
+    let threads = rayon::current_num_threads().max(1);
+    let (cin_g, cout_g) = (geom.cin_per_group(), geom.cout_per_group());
+    let kg = cin_g * geom.kernel_size();
+    let (in_plane, out_plane) = (geom.in_plane(), geom.out_plane());
+    let pointwise_direct = w.algo == ConvAlgo::Pointwise && matches!(w.gemm, ConvGemm::Crate(_));
+    let nb_block = if pointwise_direct {
+        out_plane.div_ceil(threads).next_multiple_of(NR).max(NR)
+    } else {
+        column_block(geom)
+    };
+    let col_blocks = out_plane.div_ceil(nb_block);
+    let base_items = geom.batch * geom.group * col_blocks;
+    // Split rows (at panel granularity) only when there are fewer items than threads.
+    let row_parts = if base_items >= threads {
+        1
+    } else {
+        threads.div_ceil(base_items).min(cout_g.div_ceil(MR)).max(1)
+    };
+    let rows_per_part = cout_g.div_ceil(row_parts).next_multiple_of(MR);
+    let mut items = Vec::with_capacity(base_items * row_parts);
+    for n in 0..geom.batch {
+        for g in 0..geom.group {
+            for cb in 0..col_blocks {
+                let j0 = cb * nb_block;
+                let nb = nb_block.min(out_plane - j0);
+                let mut r0 = 0;
+                while r0 < cout_g {
+                    let rows = rows_per_part.min(cout_g - r0);
+                    items.push(Item {
+                        n,
+                        g,
+                        j0,
+                        nb,
+                        r0,
+                        rows,
+                    });
+                    r0 += rows;
+                }
+            }
+        }
+    }
+    let slots = if slot == 0 {
+        threads
+    } else {
+        (scratch.len() / slot).clamp(1, threads)
+    }
+    .min(items.len());
+    let out_ptr = SendPtr(output.as_mut_ptr());
+    let level = simd_level();
+    let run_item = |it: &Item, buf: &mut [f32]| {
+        let img = &input[(it.n * geom.in_channels + it.g * cin_g) * in_plane..][..cin_g * in_plane];
+        let co0 = it.g * cout_g + it.r0;
+        let out_off = (it.n * geom.out_channels + co0) * out_plane + it.j0;
+        let res = residual.map(|r| &r[out_off..]);
+        let bias = &w.bias[co0..co0 + it.rows];
+        let c = { out_ptr }.0;
+        match w.gemm {
+            ConvGemm::Packed => {
+                let bp = &mut buf[..packed_b_len(kg, it.nb)];
+                if w.algo == ConvAlgo::Pointwise {
+                    for r in 0..kg {
+                        packed_gemm::pack_b_row(
+                            kg,
+                            r,
+                            &img[r * in_plane + it.j0..r * in_plane + it.j0 + it.nb],
+                            bp,
+                        );
+                    }
+                } else {
+                    let mut row = [0.0f32; 4 * NR];
+                    for r in 0..kg {
+                        for (q, chunk0) in (0..it.nb).step_by(4 * NR).enumerate() {
+                            let len = (4 * NR).min(it.nb - chunk0);
+                            im2col_row(geom, img, r, it.j0 + chunk0, &mut row[..len]);
+                            // Place the chunk's columns into their panels.
+                            for (pi, pc) in row[..len].chunks(NR).enumerate() {
+                                let base = (q * 4 + pi) * kg * NR + r * NR;
+                                bp[base..base + pc.len()].copy_from_slice(pc);
+                                bp[base + pc.len()..base + NR].fill(0.0);
+                            }
+                        }
+                    }
+                }
+                let epi = Epilogue {
+                    bias: Some(bias),
+                    residual: res,
+                    act,
+                };
+                // SAFETY: the item's tile (rows it.r0.. of group g, columns j0..j0+nb of image
+                // n) lies inside `output` (lengths checked in `conv`), items are disjoint tiles
+                // so no other thread touches it, and `output` outlives the parallel scope.
+                unsafe {
+                    packed_gemm::gemm_packed_raw(
+                        level,
+                        &w.packed[it.g],
+                        it.r0,
+                        it.rows,
+                        bp,
+                        it.nb,
+                        c.add(out_off),
+                        out_plane,
+                        epi,
+                    )
+                };
+            }
+            ConvGemm::Crate(backend) => {
+                let wrows = &w.raw[co0 * kg..(co0 + it.rows) * kg];
+                // SAFETY: same tile argument as above; the tile is rows × nb at stride out_plane.
+                unsafe {
+                    if w.algo == ConvAlgo::Pointwise {
+                        super::gemm::sgemm_crate_raw(
+                            backend,
+                            it.rows,
+                            it.nb,
+                            kg,
+                            wrows,
+                            kg,
+                            &img[it.j0..],
+                            in_plane,
+                            c.add(out_off),
+                            out_plane,
+                        );
+                    } else {
+                        let cols = &mut buf[..kg * it.nb];
+                        for r in 0..kg {
+                            im2col_row(geom, img, r, it.j0, &mut cols[r * it.nb..(r + 1) * it.nb]);
+                        }
+                        super::gemm::sgemm_crate_raw(
+                            backend,
+                            it.rows,
+                            it.nb,
+                            kg,
+                            wrows,
+                            kg,
+                            cols,
+                            it.nb,
+                            c.add(out_off),
+                            out_plane,
+                        );
+                    }
+                }
+                for r in 0..it.rows {
+                    // SAFETY: row r of this item's tile, exclusively owned by this item.
+                    let row = unsafe {
+                        std::slice::from_raw_parts_mut(c.add(out_off + r * out_plane), it.nb)
+                    };
+                    bias_residual_activation(row, bias[r], res.map(|x| &x[r * out_plane..]), act);
+                }
+            }
+        }
+    };
+    if slots <= 1 {
+        let buf = &mut scratch[..slot];
+        for it in &items {
+            run_item(it, buf);
+        }
+        return;
+    }
+    let slot_bufs: Vec<&mut [f32]> = if slot == 0 {
+        (0..slots).map(|_| <&mut [f32]>::default()).collect()
+    } else {
+        scratch[..slot * slots].chunks_mut(slot).collect()
+    };
+    slot_bufs.into_par_iter().enumerate().for_each(|(s, buf)| {
+        for it in items.iter().skip(s).step_by(slots) {
+            run_item(it, buf);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::test_util::{rand_vec, with_threads};
+
+    /// Naive float64 convolution (N-d, groups, dilation, pads) — the reference.
+    pub(crate) fn conv_ref(g: &ConvGeometry, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f64> {
+        let nd = g.in_spatial.len();
+        let (cin_g, cout_g, kk) = (g.cin_per_group(), g.cout_per_group(), g.kernel_size());
+        let (ip, op) = (g.in_plane(), g.out_plane());
+        let mut y = vec![0.0f64; g.output_len()];
+        for n in 0..g.batch {
+            for co in 0..g.out_channels {
+                let grp = co / cout_g;
+                for o in 0..op {
+                    let mut opos = vec![0; nd];
+                    let mut rem = o;
+                    for d in (0..nd).rev() {
+                        opos[d] = rem % g.out_spatial[d];
+                        rem /= g.out_spatial[d];
+                    }
+                    let mut s = b.map_or(0.0, |b| b[co] as f64);
+                    for ci in 0..cin_g {
+                        for k in 0..kk {
+                            let mut rem = k;
+                            let mut flat = 0usize;
+                            let mut inside = true;
+                            let mut kpos = vec![0; nd];
+                            for d in (0..nd).rev() {
+                                kpos[d] = rem % g.kernel[d];
+                                rem /= g.kernel[d];
+                            }
+                            for d in 0..nd {
+                                let xi = (opos[d] * g.strides[d] + kpos[d] * g.dilations[d])
+                                    as isize
+                                    - g.pads_begin[d] as isize;
+                                if xi < 0 || xi >= g.in_spatial[d] as isize {
+                                    inside = false;
+                                }
+                                flat = flat * g.in_spatial[d] + xi.max(0) as usize;
+                            }
+                            if inside {
+                                let xv =
+                                    x[(n * g.in_channels + grp * cin_g + ci) * ip + flat] as f64;
+                                s += xv * w[(co * cin_g + ci) * kk + k] as f64;
+                            }
+                        }
+                    }
+                    y[(n * g.out_channels + co) * op + o] = s;
+                }
+            }
+        }
+        y
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn cases() -> Vec<(
+        usize,
+        usize,
+        Vec<usize>,
+        usize,
+        Vec<usize>,
+        Vec<usize>,
+        Vec<usize>,
+        Vec<usize>,
+        Vec<usize>,
+        usize,
+    )> {
+        // (batch, cin, in, cout, kernel, strides, dilations, pads_begin, pads_end, group)
+        vec![
+            (
+                1,
+                3,
+                vec![9, 9],
+                8,
+                vec![3, 3],
+                vec![1, 1],
+                vec![1, 1],
+                vec![1, 1],
+                vec![1, 1],
+                1,
+            ),
+            (
+                2,
+                5,
+                vec![7, 11],
+                13,
+                vec![1, 1],
+                vec![1, 1],
+                vec![1, 1],
+                vec![0, 0],
+                vec![0, 0],
+                1,
+            ),
+            (
+                1,
+                8,
+                vec![10, 10],
+                16,
+                vec![1, 1],
+                vec![2, 2],
+                vec![1, 1],
+                vec![0, 0],
+                vec![0, 0],
+                1,
+            ),
+            (
+                1,
+                3,
+                vec![23, 23],
+                10,
+                vec![7, 7],
+                vec![2, 2],
+                vec![1, 1],
+                vec![3, 3],
+                vec![3, 3],
+                1,
+            ),
+            (
+                1,
+                8,
+                vec![9, 8],
+                12,
+                vec![3, 3],
+                vec![1, 1],
+                vec![2, 2],
+                vec![2, 1],
+                vec![0, 2],
+                4,
+            ),
+            (
+                2,
+                16,
+                vec![6, 6],
+                16,
+                vec![3, 3],
+                vec![2, 2],
+                vec![1, 1],
+                vec![1, 1],
+                vec![1, 1],
+                16,
+            ),
+            (
+                1,
+                6,
+                vec![8, 8],
+                6,
+                vec![3, 3],
+                vec![1, 1],
+                vec![1, 1],
+                vec![1, 1],
+                vec![1, 1],
+                6,
+            ),
+            (
+                1,
+                6,
+                vec![8, 9],
+                6,
+                vec![5, 3],
+                vec![1, 2],
+                vec![2, 1],
+                vec![0, 2],
+                vec![3, 0],
+                6,
+            ),
+            (
+                1,
+                64,
+                vec![14, 14],
+                64,
+                vec![3, 3],
+                vec![1, 1],
+                vec![1, 1],
+                vec![1, 1],
+                vec![1, 1],
+                32,
+            ),
+            (
+                1,
+                4,
+                vec![5, 7],
+                3,
+                vec![2, 4],
+                vec![3, 1],
+                vec![1, 1],
+                vec![1, 0],
+                vec![0, 2],
+                1,
+            ),
+            (
+                1,
+                70,
+                vec![13, 13],
+                40,
+                vec![3, 3],
+                vec![1, 1],
+                vec![1, 1],
+                vec![1, 1],
+                vec![1, 1],
+                1,
+            ),
+            (
+                1,
+                4,
+                vec![17],
+                6,
+                vec![3],
+                vec![2],
+                vec![2],
+                vec![1],
+                vec![2],
+                2,
+            ),
+            (
+                2,
+                3,
+                vec![4, 5, 6],
+                4,
+                vec![2, 3, 2],
+                vec![1, 2, 1],
+                vec![1, 1, 2],
+                vec![1, 0, 1],
+                vec![0, 1, 1],
+                1,
+            ),
+            (
+                1,
+                2,
+                vec![1, 200],
+                3,
+                vec![1, 1],
+                vec![1, 1],
+                vec![1, 1],
+                vec![0, 0],
+                vec![0, 0],
+                1,
+            ),
+        ]
+    }
+
+    #[test]
+    fn conv_matches_f64_reference_all_paths_and_threads() {
+        let acts = [
+            Activation::None,
+            Activation::Relu,
+            Activation::LeakyRelu(0.1),
+        ];
+        for (ci, (b, cin, ins, cout, k, s, d, pb, pe, grp)) in cases().into_iter().enumerate() {
+            let g = ConvGeometry::new(b, cin, &ins, cout, &k, &s, &d, &pb, &pe, grp)
+                .expect("valid case");
+            let x = rand_vec(g.input_len(), 10 + ci as u64);
+            let w = rand_vec(g.weight_len(), 20 + ci as u64);
+            let bias = rand_vec(cout, 30 + ci as u64);
+            let res = rand_vec(g.output_len(), 40 + ci as u64);
+            let want = conv_ref(&g, &x, &w, Some(&bias));
+            let kg = (g.cin_per_group() * g.kernel_size()) as f64;
+            let tol = 2e-6 * kg.sqrt() * 8.0 + 1e-5;
+            let mut gemms = vec![
+                ConvGemm::Crate(GemmBackend::Gemm),
+                ConvGemm::Crate(GemmBackend::MatrixMultiply),
+            ];
+            gemms.push(ConvGemm::Packed);
+            for gemm in gemms {
+                let pw = PackedConvWeights::with_gemm(&g, &w, Some(&bias), gemm).expect("pack");
+                let act = acts[ci % acts.len()];
+                let mut outs = Vec::new();
+                for threads in [1, 2] {
+                    for with_res in [false, true] {
+                        let mut out = vec![f32::NAN; g.output_len()];
+                        let mut scratch = vec![f32::NAN; conv_scratch_len(&g, &pw, threads)];
+                        with_threads(threads, || {
+                            conv(
+                                &g,
+                                &x,
+                                &pw,
+                                with_res.then_some(&res[..]),
+                                act,
+                                &mut out,
+                                &mut scratch,
+                            )
+                        })
+                        .expect("conv runs");
+                        let mut err = 0.0f64;
+                        for i in 0..out.len() {
+                            let r = if with_res { res[i] as f64 } else { 0.0 };
+                            let e = act.apply((want[i] + r) as f32) as f64;
+                            let d = (out[i] as f64 - e).abs();
+                            assert!(d.is_finite(), "case {ci}: non-finite output at {i}");
+                            err = err.max(d);
+                        }
+                        assert!(
+                            err < tol,
+                            "case {ci} {gemm:?} algo {:?} t{threads} res{with_res}: err {err} tol {tol}",
+                            pw.algo()
+                        );
+                        if !with_res {
+                            outs.push(out);
+                        }
+                    }
+                }
+                // 1 vs 2 threads: same values up to float rounding.
+                let diff = crate::kernels::test_util::max_abs_diff(&outs[0], &outs[1]);
+                assert!(
+                    (diff as f64) < tol,
+                    "case {ci} {gemm:?}: thread count changed results by {diff}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn forced_portable_kernel_matches_reference() {
+        // The packed GEMM at scalar/AVX2 level (portable micro-kernel) on a conv.
+        let g = ConvGeometry::new(
+            1,
+            5,
+            &[9, 9],
+            11,
+            &[3, 3],
+            &[1, 1],
+            &[1, 1],
+            &[1, 1],
+            &[1, 1],
+            1,
+        )
+        .expect("valid");
+        let x = rand_vec(g.input_len(), 1);
+        let w = rand_vec(g.weight_len(), 2);
+        let want = conv_ref(&g, &x, &w, None);
+        let pw = PackedConvWeights::with_gemm(&g, &w, None, ConvGemm::Packed).expect("pack");
+        let kg = g.cin_per_group() * g.kernel_size();
+        let mut bp = vec![0.0; packed_b_len(kg, 81)];
+        let mut row = vec![0.0; 81];
+        for r in 0..kg {
+            im2col_row(&g, &x, r, 0, &mut row);
+            packed_gemm::pack_b_row(kg, r, &row, &mut bp);
+        }
+        for level in SimdLevel::available() {
+            let mut out = vec![0.0; g.output_len()];
+            packed_gemm::gemm_packed_with(
+                level,
+                &pw.packed[0],
+                0,
+                11,
+                &bp,
+                81,
+                &mut out,
+                81,
+                Epilogue::default(),
+            );
+            let err = out
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (*a as f64 - b).abs())
+                .fold(0.0, f64::max);
+            assert!(err < 1e-4, "{level:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_lengths_and_geometry() {
+        assert!(ConvGeometry::new(
+            1,
+            3,
+            &[2, 2],
+            4,
+            &[5, 5],
+            &[1, 1],
+            &[1, 1],
+            &[0, 0],
+            &[0, 0],
+            1
+        )
+        .is_err());
+        assert!(ConvGeometry::new(
+            1,
+            3,
+            &[8, 8],
+            4,
+            &[3, 3],
+            &[1, 1],
+            &[1, 1],
+            &[0, 0],
+            &[0, 0],
+            2
+        )
+        .is_err());
+        let g = ConvGeometry::new(
+            1,
+            2,
+            &[4, 4],
+            2,
+            &[3, 3],
+            &[1, 1],
+            &[1, 1],
+            &[1, 1],
+            &[1, 1],
+            1,
+        )
+        .expect("valid");
+        assert_eq!(g.out_spatial, vec![4, 4]);
+        assert!(PackedConvWeights::new(&g, &[0.0; 5], None).is_err());
+        let pw = PackedConvWeights::new(&g, &vec![0.0; g.weight_len()], None).expect("pack");
+        let mut out = vec![0.0; g.output_len()];
+        let mut scratch = vec![0.0; conv_scratch_len(&g, &pw, 1)];
+        assert!(conv(
+            &g,
+            &[0.0; 3],
+            &pw,
+            None,
+            Activation::None,
+            &mut out,
+            &mut scratch
+        )
+        .is_err());
+        let mut short = vec![0.0; 3];
+        assert!(conv(
+            &g,
+            &vec![0.0; g.input_len()],
+            &pw,
+            None,
+            Activation::None,
+            &mut short,
+            &mut scratch
+        )
+        .is_err());
+    }
+}
