@@ -16,21 +16,21 @@
 //! - [`ConvAlgo::Im2col`] (everything else): im2col of a block of output columns into
 //!   scratch, then GEMM. Blocking over columns keeps scratch to a few hundred KiB per thread.
 //!
-//! GEMM: by default the engine's packed AVX-512 kernel ([`super::packed_gemm`]) with weights
-//! packed at load and the epilogue done in the micro-kernel's store; [`ConvGemm::Crate`] runs
-//! the same blocking through the `gemm`/`matrixmultiply` crates instead (benchmarks, machines
-//! without AVX-512).
+//! GEMM: by default the `gemm` crate ([`ConvGemm::Crate`]) per work item, then the epilogue over
+//! the item's rows while they are in cache. [`ConvGemm::Packed`] is the engine's own kernel
+//! ([`super::packed_gemm`]): weights packed at load, im2col written straight into packed
+//! panels, epilogue in the micro-kernel's store; it measured ~20% slower than `gemm` on AVX2.
 //!
 //! Threads: work items are (image, group, column block, row part); they are spread statically
 //! over `rayon::current_num_threads()` scratch slots. Each output value is computed by exactly
 //! one item with the same K order whatever the thread count, so results do not depend on it
 //! (row parts only change which thread computes a row).
 
-use super::cpu_features::{simd_level, SimdLevel};
+use super::cpu_features::simd_level;
 use super::elementwise::bias_residual_activation;
 use super::gemm::{GemmBackend, SendPtr};
 use super::im2col::im2col_row;
-use super::packed_gemm::{self, packed_b_len, Epilogue, PackedA, MR, NR};
+use super::packed_gemm::{self, packed_b_len, Epilogue, PackedA, MR, MR_AVX2, NR};
 use super::{ensure, KernelError};
 use crate::ir::Activation;
 use rayon::prelude::*;
@@ -133,7 +133,8 @@ impl ConvGeometry {
         }
         ensure!(self.group >= 1, "conv group must be >= 1");
         ensure!(
-            self.in_channels % self.group == 0 && self.out_channels % self.group == 0,
+            self.in_channels.is_multiple_of(self.group)
+                && self.out_channels.is_multiple_of(self.group),
             "conv channels ({} in, {} out) not divisible by group {}",
             self.in_channels,
             self.out_channels,
@@ -223,9 +224,9 @@ pub enum ConvAlgo {
 /// Which GEMM runs the Pointwise/Im2col algorithms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConvGemm {
-    /// The engine's packed kernel with the fused epilogue (default with AVX-512).
+    /// The engine's packed kernel with the fused epilogue (`ENGINE_CONV_GEMM=packed`).
     Packed,
-    /// A crate GEMM into the output, then the epilogue over the block (default otherwise).
+    /// A crate GEMM into the output, then the epilogue over the block (default: `gemm`).
     Crate(GemmBackend),
 }
 
@@ -254,10 +255,13 @@ impl PackedConvWeights {
         weights: &[f32],
         bias: Option<&[f32]>,
     ) -> Result<PackedConvWeights, KernelError> {
-        let gemm = if simd_level() == SimdLevel::Avx512 {
-            ConvGemm::Packed
-        } else {
-            ConvGemm::Crate(GemmBackend::Gemm)
+        // The crate GEMM measured faster than the packed kernel on the AVX2 machine we could
+        // measure (see packed_gemm's module docs); `ENGINE_CONV_GEMM=packed|gemm|matrixmultiply`
+        // overrides the choice (read once per packing, i.e. at model load).
+        let gemm = match std::env::var("ENGINE_CONV_GEMM").ok().as_deref() {
+            Some("packed") => ConvGemm::Packed,
+            Some("matrixmultiply") => ConvGemm::Crate(GemmBackend::MatrixMultiply),
+            _ => ConvGemm::Crate(GemmBackend::Gemm),
         };
         PackedConvWeights::with_gemm(geom, weights, bias, gemm)
     }
@@ -482,9 +486,14 @@ fn gemm_conv(
     let row_parts = if base_items >= threads {
         1
     } else {
-        threads.div_ceil(base_items).min(cout_g.div_ceil(MR)).max(1)
+        threads
+            .div_ceil(base_items)
+            .min(cout_g.div_ceil(MR_AVX2))
+            .max(1)
     };
-    let rows_per_part = cout_g.div_ceil(row_parts).next_multiple_of(MR);
+    // Row parts start on panel boundaries of the packed weights.
+    let align = w.packed.first().map_or(MR, |p| p.mr);
+    let rows_per_part = cout_g.div_ceil(row_parts).next_multiple_of(align);
     let mut items = Vec::with_capacity(base_items * row_parts);
     for n in 0..geom.batch {
         for g in 0..geom.group {
@@ -507,12 +516,11 @@ fn gemm_conv(
             }
         }
     }
-    let slots = if slot == 0 {
-        threads
-    } else {
-        (scratch.len() / slot).clamp(1, threads)
-    }
-    .min(items.len());
+    let slots = scratch
+        .len()
+        .checked_div(slot)
+        .map_or(threads, |n| n.clamp(1, threads))
+        .min(items.len());
     let out_ptr = SendPtr(output.as_mut_ptr());
     let level = simd_level();
     let run_item = |it: &Item, buf: &mut [f32]| {
@@ -639,6 +647,7 @@ fn gemm_conv(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::cpu_features::SimdLevel;
     use crate::kernels::test_util::{rand_vec, with_threads};
 
     /// Naive float64 convolution (N-d, groups, dilation, pads) — the reference.
