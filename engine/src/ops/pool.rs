@@ -1,7 +1,7 @@
 //! MaxPool and AveragePool over any number of spatial dimensions.
 
 use super::conv::{geometry, out_size};
-use super::{next_index, strides_of, Ctx};
+use super::{next_index, strides_of, with_num_dtype, Ctx, Elem};
 use crate::error::Result;
 use crate::ir::PoolAttrs;
 use crate::tensor::{DType, Tensor};
@@ -100,9 +100,16 @@ fn windows(cx: &Ctx, attrs: &PoolAttrs, ins: &[usize]) -> Result<Windows> {
 }
 
 /// Splits an (N, C, spatial...) float input.
-fn pool_input(cx: &Ctx) -> Result<(Vec<f64>, Vec<usize>, DType)> {
+/// MaxPool also accepts integer inputs (values widened to f64, exact up to 2^53).
+fn pool_input(cx: &Ctx, ints: bool) -> Result<(Vec<f64>, Vec<usize>, DType)> {
     cx.check_count(1, 1)?;
-    let (x, xs, dtype) = cx.floats(0)?;
+    let t = cx.input(0)?;
+    let (x, xs, dtype) = match t.dtype() {
+        DType::U8 | DType::I32 | DType::I64 if ints => {
+            (t.to_f64_vec(), t.shape().to_vec(), t.dtype())
+        }
+        _ => cx.floats(0)?,
+    };
     if xs.len() < 3 {
         return Err(cx.err(format!(
             "input must be (N, C, spatial...), got shape {xs:?}"
@@ -114,7 +121,7 @@ fn pool_input(cx: &Ctx) -> Result<(Vec<f64>, Vec<usize>, DType)> {
 /// MaxPool; a second output (when the node has two) holds the flat row-major input index of
 /// each maximum (storage_order 0), first occurrence on ties.
 pub(super) fn max_pool(cx: &Ctx, attrs: &PoolAttrs) -> Result<Vec<Tensor>> {
-    let (x, xs, dtype) = pool_input(cx)?;
+    let (x, xs, dtype) = pool_input(cx, true)?;
     let w = windows(cx, attrs, &xs[2..])?;
     let planes = xs[0] * xs[1];
     let s_in: usize = xs[2..].iter().product();
@@ -144,7 +151,13 @@ pub(super) fn max_pool(cx: &Ctx, attrs: &PoolAttrs) -> Result<Vec<Tensor>> {
     }
     let mut shape = xs[..2].to_vec();
     shape.extend_from_slice(&w.out_shape);
-    let mut out = vec![cx.float_out(dtype, &shape, y)?];
+    let values = match dtype {
+        DType::F32 | DType::F64 => cx.float_out(dtype, &shape, y)?,
+        dt => with_num_dtype!(dt, T => {
+            T::wrap(cx.make(&shape, y.into_iter().map(T::from_f64).collect())?)
+        }, bool => return Err(cx.err("MaxPool of a bool tensor is not defined"))),
+    };
+    let mut out = vec![values];
     if cx.n_outputs() > 1 {
         out.push(Tensor::I64(cx.make(&shape, idx)?));
     }
@@ -154,7 +167,7 @@ pub(super) fn max_pool(cx: &Ctx, attrs: &PoolAttrs) -> Result<Vec<Tensor>> {
 /// AveragePool; the divisor counts the explicit pads when `count_include_pad`, never the extra
 /// cells a ceil-mode window reaches past them.
 pub(super) fn average_pool(cx: &Ctx, attrs: &PoolAttrs) -> Result<Vec<Tensor>> {
-    let (x, xs, dtype) = pool_input(cx)?;
+    let (x, xs, dtype) = pool_input(cx, false)?;
     let w = windows(cx, attrs, &xs[2..])?;
     let planes = xs[0] * xs[1];
     let s_in: usize = xs[2..].iter().product();

@@ -369,6 +369,16 @@ fn max_pool_2d_with_indices() {
     .unwrap();
     check(&y[0], &[1, 1, 2, 2], &[5.0, 7.0, 13.0, 15.0]);
     assert_eq!(y[1], i64t(&[1, 1, 2, 2], &[5, 7, 13, 15]));
+    let xi = Tensor::U8(
+        ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[1, 1, 3]), vec![3u8, 200, 7]).unwrap(),
+    );
+    let y = run(
+        Op::MaxPool(pool_attrs(&[2], &[1], &[], false, false)),
+        &[xi],
+    )
+    .unwrap();
+    assert_eq!(y.dtype(), DType::U8);
+    check(&y, &[1, 1, 2], &[200.0, 200.0]);
 }
 
 #[test]
@@ -1068,7 +1078,7 @@ fn bad_inputs_are_errors_not_panics() {
     node_err(
         run(
             Op::MaxPool(pool_attrs(&[2], &[], &[], false, false)),
-            &[i64t(&[1, 1, 2], &[1, 2])],
+            &[Tensor::zeros(DType::Bool, &[1, 1, 2])],
         ),
         "float32",
     );
@@ -1110,4 +1120,67 @@ fn run_reference_evaluates_a_graph() {
     assert_eq!(out.len(), 1);
     check(&out[0], &[3], &[1.0, 1.5, 4.0]);
     assert!(matches!(run_reference(&g, &[]), Err(Error::Input { .. })));
+}
+
+/// Deterministic pseudo-random values in [-1, 1) (no RNG dependency needed).
+fn lcg(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+#[test]
+fn conv2d_matches_textbook_loops() {
+    // Groups, strides, dilations and asymmetric pads at once, checked against the definition
+    // written as plain nested loops (a different code path from the tap map).
+    let (n, c, h, w, m, group) = (2, 4, 7, 6, 6, 2);
+    let (kh, kw, sh, sw, dh, dw) = (3, 2, 2, 1, 1, 2);
+    let (pt, pl, pb, pr) = (1, 0, 2, 1);
+    let cg = c / group;
+    let x = lcg(n * c * h * w, 1);
+    let wt = lcg(m * cg * kh * kw, 2);
+    let b = lcg(m, 3);
+    let oh = (h + pt + pb - (dh * (kh - 1) + 1)) / sh + 1;
+    let ow = (w + pl + pr - (dw * (kw - 1) + 1)) / sw + 1;
+    let mut expect = vec![0.0f64; n * m * oh * ow];
+    for bi in 0..n {
+        for oc in 0..m {
+            let g = oc / (m / group);
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = b[oc] as f64;
+                    for icg in 0..cg {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * sh + ky * dh) as i64 - pt as i64;
+                                let ix = (ox * sw + kx * dw) as i64 - pl as i64;
+                                if iy < 0 || ix < 0 || iy >= h as i64 || ix >= w as i64 {
+                                    continue;
+                                }
+                                let ic = g * cg + icg;
+                                let xv =
+                                    x[((bi * c + ic) * h + iy as usize) * w + ix as usize] as f64;
+                                let wv = wt[((oc * cg + icg) * kh + ky) * kw + kx] as f64;
+                                s += xv * wv;
+                            }
+                        }
+                    }
+                    expect[((bi * m + oc) * oh + oy) * ow + ox] = s;
+                }
+            }
+        }
+    }
+    let attrs = conv_attrs(&[pt, pl, pb, pr], &[sh, sw], &[dh, dw], group);
+    let y = run(
+        Op::Conv(attrs),
+        &[f(&[n, c, h, w], &x), f(&[m, cg, kh, kw], &wt), f(&[m], &b)],
+    )
+    .unwrap();
+    check(&y, &[n, m, oh, ow], &expect);
 }
