@@ -197,6 +197,32 @@ pub fn sgemm(
     }
 }
 
+/// Single-threaded `C = A·B` through a crate backend, without [`sgemm`]'s GEMV routing for
+/// `m == 1` / `n == 1` (benchmarks compare the crates against the GEMV kernels with it).
+///
+/// # Panics
+/// If a slice is too short for its dimensions and stride.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_crate(
+    backend: GemmBackend,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    assert!(
+        ldc >= n && c.len() >= required_len(m, n, ldc),
+        "sgemm_crate: C too short"
+    );
+    // SAFETY: C's tile is inside `c` (asserted) and `c` is borrowed mutably for the call.
+    unsafe { sgemm_crate_raw(backend, m, n, k, a, lda, b, ldb, c.as_mut_ptr(), ldc) }
+}
+
 /// Single-threaded `C = A·B` through a crate backend on a raw output pointer (no GEMV routing),
 /// for callers whose threads write disjoint tiles of one buffer.
 ///

@@ -1,0 +1,201 @@
+//! Kernel benchmarks: every distinct ResNet-50 convolution shape (batch 1, 224²) through each
+//! GEMM the conv can use, conv-shaped GEMMs through both crates, and the FC-layer GEMV.
+//!
+//! Throughput is reported in elements/s where one element is one FLOP (2 per multiply-add), so
+//! criterion's "Gelem/s" reads as GFLOP/s. Run:
+//! `cargo bench -p engine-benches --bench kernels` (all, ~3 min on 2 cores), or filter, e.g.
+//! `cargo bench -p engine-benches --bench kernels -- conv/l3_3x3`. Threads: `KERNEL_THREADS=2`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use engine::ir::Activation;
+use engine::kernels::conv::{conv, conv_scratch_len, ConvGemm, ConvGeometry, PackedConvWeights};
+use engine::kernels::gemm::{sgemm, sgemm_crate, GemmBackend};
+use std::hint::black_box;
+use std::time::Duration;
+
+/// (name, occurrences in ResNet-50, in channels, input H=W, out channels, kernel, stride).
+const RESNET50_CONVS: &[(&str, usize, usize, usize, usize, usize, usize)] = &[
+    ("stem_7x7s2_3_64", 1, 3, 224, 64, 7, 2),
+    ("l1_1x1_64_64", 1, 64, 56, 64, 1, 1),
+    ("l1_3x3_64", 3, 64, 56, 64, 3, 1),
+    ("l1_1x1_64_256", 4, 64, 56, 256, 1, 1),
+    ("l1_1x1_256_64", 2, 256, 56, 64, 1, 1),
+    ("l2_1x1_256_128", 1, 256, 56, 128, 1, 1),
+    ("l2_3x3s2_128", 1, 128, 56, 128, 3, 2),
+    ("l2_ds_1x1s2_256_512", 1, 256, 56, 512, 1, 2),
+    ("l2_1x1_128_512", 4, 128, 28, 512, 1, 1),
+    ("l2_1x1_512_128", 3, 512, 28, 128, 1, 1),
+    ("l2_3x3_128", 3, 128, 28, 128, 3, 1),
+    ("l3_1x1_512_256", 1, 512, 28, 256, 1, 1),
+    ("l3_3x3s2_256", 1, 256, 28, 256, 3, 2),
+    ("l3_ds_1x1s2_512_1024", 1, 512, 28, 1024, 1, 2),
+    ("l3_1x1_256_1024", 6, 256, 14, 1024, 1, 1),
+    ("l3_1x1_1024_256", 5, 1024, 14, 256, 1, 1),
+    ("l3_3x3_256", 5, 256, 14, 256, 3, 1),
+    ("l4_1x1_1024_512", 1, 1024, 14, 512, 1, 1),
+    ("l4_3x3s2_512", 1, 512, 14, 512, 3, 2),
+    ("l4_ds_1x1s2_1024_2048", 1, 1024, 14, 2048, 1, 2),
+    ("l4_1x1_512_2048", 3, 512, 7, 2048, 1, 1),
+    ("l4_1x1_2048_512", 2, 2048, 7, 512, 1, 1),
+    ("l4_3x3_512", 2, 512, 7, 512, 3, 1),
+];
+
+/// Conv-shaped GEMMs M×K×N (weights × im2col columns).
+const GEMM_SHAPES: &[(usize, usize, usize)] = &[
+    (64, 147, 12544),
+    (64, 576, 3136),
+    (128, 1152, 784),
+    (256, 2304, 196),
+    (512, 4608, 49),
+    (256, 64, 3136),
+    (2048, 512, 49),
+];
+
+fn threads() -> usize {
+    std::env::var("KERNEL_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+}
+
+fn pool() -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads())
+        .build()
+        .expect("rayon pool")
+}
+
+fn values(n: usize, seed: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7 + seed) % 13) as f32 * 0.1 - 0.6)
+        .collect()
+}
+
+fn bench_convs(c: &mut Criterion) {
+    let pool = pool();
+    let mut group = c.benchmark_group(format!("conv_t{}", threads()));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    for &(name, _count, cin, hw, cout, k, s) in RESNET50_CONVS {
+        let p = k / 2;
+        let g = ConvGeometry::new(
+            1,
+            cin,
+            &[hw, hw],
+            cout,
+            &[k, k],
+            &[s, s],
+            &[1, 1],
+            &[p, p],
+            &[p, p],
+            1,
+        )
+        .expect("valid ResNet-50 geometry");
+        let x = values(g.input_len(), 1);
+        let w = values(g.weight_len(), 2);
+        let bias = values(cout, 3);
+        let res = values(g.output_len(), 4);
+        group.throughput(Throughput::Elements(2 * g.macs()));
+        for (label, gemm) in [
+            ("gemm", ConvGemm::Crate(GemmBackend::Gemm)),
+            (
+                "matrixmultiply",
+                ConvGemm::Crate(GemmBackend::MatrixMultiply),
+            ),
+            ("packed", ConvGemm::Packed),
+        ] {
+            let pw = PackedConvWeights::with_gemm(&g, &w, Some(&bias), gemm).expect("pack");
+            let mut out = vec![0.0f32; g.output_len()];
+            let mut scratch = vec![0.0f32; conv_scratch_len(&g, &pw, threads())];
+            group.bench_function(BenchmarkId::new(name, label), |b| {
+                b.iter(|| {
+                    pool.install(|| {
+                        conv(
+                            &g,
+                            black_box(&x),
+                            &pw,
+                            Some(&res),
+                            Activation::Relu,
+                            &mut out,
+                            &mut scratch,
+                        )
+                        .expect("conv")
+                    })
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn bench_gemm(c: &mut Criterion) {
+    let mut group = c.benchmark_group("gemm_t1");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    for &(m, k, n) in GEMM_SHAPES {
+        let a = values(m * k, 1);
+        let b = values(k * n, 2);
+        let mut out = vec![0.0f32; m * n];
+        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        for backend in GemmBackend::ALL {
+            group.bench_function(
+                BenchmarkId::new(format!("{m}x{k}x{n}"), backend.name()),
+                |bch| {
+                    bch.iter(|| {
+                        sgemm(
+                            backend,
+                            m,
+                            n,
+                            k,
+                            black_box(&a),
+                            k,
+                            &b,
+                            n,
+                            &mut out,
+                            n,
+                            false,
+                            1,
+                        )
+                    })
+                },
+            );
+        }
+    }
+    // Fully connected layer at batch 1: y[1000] = W[1000×2048] · x.
+    let (m, k) = (1000, 2048);
+    let w = values(m * k, 5);
+    let x = values(k, 6);
+    let mut y = vec![0.0f32; m];
+    group.throughput(Throughput::Elements((2 * m * k) as u64));
+    for backend in GemmBackend::ALL {
+        group.bench_function(BenchmarkId::new("fc_1000x2048x1", backend.name()), |bch| {
+            bch.iter(|| sgemm_crate(backend, m, 1, k, black_box(&w), k, &x, 1, &mut y, 1))
+        });
+    }
+    group.bench_function(BenchmarkId::new("fc_1000x2048x1", "engine_gemv"), |bch| {
+        bch.iter(|| {
+            sgemm(
+                GemmBackend::Gemm,
+                m,
+                1,
+                k,
+                black_box(&w),
+                k,
+                &x,
+                1,
+                &mut y,
+                1,
+                false,
+                1,
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_convs, bench_gemm);
+criterion_main!(benches);
