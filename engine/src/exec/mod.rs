@@ -1,1 +1,14 @@
-//! (being written)
+//! Execution: graph rewrites ([`fuse`]), the activation memory plan ([`plan`]) and the CPU
+//! executor ([`executor`]) behind the [`Executor`] trait other backends implement too.
+
+pub mod executor;
+pub mod fuse;
+pub mod plan;
+mod steps;
+
+pub use executor::{CpuExecutor, Executor};
+pub use fuse::optimize;
+pub use plan::{plan, MemoryPlan, PlannedValue};
+
+#[cfg(test)]
+mod tests;

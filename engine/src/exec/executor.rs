@@ -1,0 +1,324 @@
+//! Runs a bound (and usually optimized) graph on the CPU.
+//!
+//! All f32 activations live in one arena laid out by the [`MemoryPlan`]; it is allocated once
+//! when the executor is built and reused by every run, so hot ops (those with a kernel in
+//! [`crate::kernels`]) allocate nothing per inference. Ops without a fast kernel go through
+//! [`crate::ops::eval`]: their inputs are copied out of the arena into tensors and their outputs
+//! copied back, which costs allocations but keeps every op runnable. Non-f32 activations (shape
+//! arithmetic that could not be folded, integer inputs of node tests) are kept as tensors.
+//!
+//! Everything runs inside a rayon pool with exactly the requested number of workers, so kernels
+//! that parallelise with rayon use that many threads and no more.
+
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::ir::{Graph, Node, Op, ValueId};
+use crate::session::NodeTrace;
+use crate::tensor::{DType, Tensor};
+
+use super::plan::MemoryPlan;
+use super::steps::{prepare, Ctx, Span, Step};
+
+/// A backend that runs one prepared graph. The CPU executor implements it; a GPU backend plugs
+/// into [`crate::session::Session`] through the same trait.
+pub trait Executor: Send {
+    /// Runs once. `inputs` follow `graph.inputs` order and were validated by the session
+    /// (dtype and shape equal the bound ones). Returns outputs in `graph.outputs` order. When
+    /// `trace` is given, one [`NodeTrace`] per executed node is appended to it.
+    fn run(&mut self, inputs: &[&Tensor], trace: Option<&mut Vec<NodeTrace>>) -> Result<Vec<Tensor>>;
+
+    /// Bytes the executor holds besides the graph's constants (arena, packed weights, scratch).
+    fn reserved_bytes(&self) -> u64;
+}
+
+/// Where a value's data is found at run time.
+#[derive(Debug, Clone, Copy)]
+enum Loc {
+    /// In `graph.constants`.
+    Const,
+    /// f32 elements `[start, start + len)` of the arena.
+    Arena { start: usize, len: usize },
+    /// A tensor in `slots` (non-f32 activations).
+    Slot,
+}
+
+/// The CPU executor.
+pub struct CpuExecutor {
+    pool: rayon::ThreadPool,
+    threads: usize,
+    state: State,
+}
+
+/// Everything but the pool, so a run can borrow both at once.
+struct State {
+    graph: Graph,
+    live_after: Vec<usize>,
+    locs: Vec<Loc>,
+    shapes: Vec<Vec<usize>>,
+    arena: Vec<f32>,
+    slots: Vec<Option<Tensor>>,
+    /// Per node: the prepared kernel call, `None` for the reference path.
+    steps: Vec<Option<Step>>,
+    /// Kernel scratch (conv im2col blocks), shared by all nodes since they run one at a time.
+    scratch: Vec<f32>,
+}
+
+/// The number of workers `threads` asks for (0 = every available core).
+pub fn resolve_threads(threads: usize) -> usize {
+    if threads > 0 {
+        threads
+    } else {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    }
+}
+
+/// Bytes [`CpuExecutor::new`] will allocate for `plan` (checked against the memory limit before
+/// anything is allocated).
+pub fn planned_reserved_bytes(plan: &MemoryPlan) -> u64 {
+    plan.arena_bytes as u64
+}
+
+impl CpuExecutor {
+    /// Prepares `graph` (bound; optimized or not) with the memory plan computed for it.
+    pub fn new(graph: Graph, plan: &MemoryPlan, threads: usize) -> Result<CpuExecutor> {
+        let threads = resolve_threads(threads);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("engine-worker-{i}"))
+            .build()
+            .map_err(|e| Error::Backend { backend: "cpu".into(), message: format!("thread pool: {e}") })?;
+        let mut locs = vec![Loc::Slot; graph.values.len()];
+        let mut shapes = vec![Vec::new(); graph.values.len()];
+        for (k, info) in graph.values.iter().enumerate() {
+            if let Some(s) = info.fixed_shape() {
+                shapes[k] = s;
+            }
+            let id = ValueId(k);
+            if graph.is_constant(id) {
+                locs[k] = Loc::Const;
+            } else if let Some(p) = plan.get(id) {
+                if info.dtype == Some(DType::F32) {
+                    locs[k] = Loc::Arena { start: p.offset / 4, len: p.bytes / 4 };
+                }
+            }
+        }
+        let spans: Vec<Option<Span>> = locs
+            .iter()
+            .map(|l| match *l {
+                Loc::Arena { start, len } => Some(Span { start, len }),
+                _ => None,
+            })
+            .collect();
+        let cx = Ctx { graph: &graph, spans: &spans, threads };
+        let mut steps = Vec::with_capacity(graph.nodes.len());
+        for node in &graph.nodes {
+            steps.push(prepare(&cx, node).map_err(|e| Error::node(&node.name, node.op.type_name(), e.0))?);
+        }
+        let scratch_len = steps.iter().flatten().map(|s| s.scratch).max().unwrap_or(0);
+        let scratch = vec![0.0f32; scratch_len];
+        let arena = vec![0.0f32; plan.arena_bytes.div_ceil(4)];
+        let slots = vec![None; graph.values.len()];
+        let state =
+            State { live_after: plan.live_bytes_after.clone(), graph, locs, shapes, arena, slots, steps, scratch };
+        Ok(CpuExecutor { pool, threads, state })
+    }
+
+    /// Worker threads of this executor's pool.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.state.graph
+    }
+
+    /// Nodes that run through a fast kernel; the others use [`crate::ops::eval`].
+    pub fn kernel_nodes(&self) -> usize {
+        self.state.kernel_nodes()
+    }
+}
+
+impl State {
+
+    fn run_inner(&mut self, inputs: &[&Tensor], mut trace: Option<&mut Vec<NodeTrace>>) -> Result<Vec<Tensor>> {
+        if inputs.len() != self.graph.inputs.len() {
+            return Err(Error::Model(format!(
+                "executor expects {} inputs, got {}",
+                self.graph.inputs.len(),
+                inputs.len()
+            )));
+        }
+        for (k, t) in inputs.iter().enumerate() {
+            self.store(self.graph.inputs[k], t)?;
+        }
+        for i in 0..self.graph.nodes.len() {
+            let start = trace.as_ref().map(|_| Instant::now());
+            let (allocated, macs) = self.run_node(i)?;
+            if let (Some(tr), Some(start)) = (trace.as_deref_mut(), start) {
+                tr.push(NodeTrace {
+                    node: i,
+                    elapsed: start.elapsed(),
+                    allocated_bytes: allocated as u64,
+                    live_bytes: self.live_after.get(i).copied().unwrap_or(0) as u64,
+                    macs_executed: macs,
+                });
+            }
+        }
+        self.graph.outputs.iter().map(|&id| self.fetch(id)).collect()
+    }
+
+    /// Copies `t` into the value's home (arena or slot).
+    fn store(&mut self, id: ValueId, t: &Tensor) -> Result<()> {
+        let info = self.graph.value(id);
+        if t.shape() != self.shapes[id.0].as_slice() || Some(t.dtype()) != info.dtype {
+            return Err(Error::Model(format!(
+                "value '{}' computed as {} {:?}, planned as {:?} {:?}",
+                info.name,
+                t.dtype(),
+                t.shape(),
+                info.dtype,
+                self.shapes[id.0]
+            )));
+        }
+        match self.locs[id.0] {
+            Loc::Arena { start, len } => {
+                let a = t.as_f32().ok_or_else(|| Error::Model(format!("value '{}' is not f32", info.name)))?;
+                let dst = &mut self.arena[start..start + len];
+                match a.as_slice() {
+                    Some(src) => dst.copy_from_slice(src),
+                    None => dst.iter_mut().zip(a.iter()).for_each(|(d, s)| *d = *s),
+                }
+            }
+            Loc::Slot => self.slots[id.0] = Some(t.clone()),
+            Loc::Const => {
+                return Err(Error::Model(format!("value '{}' is a constant and cannot be written", info.name)))
+            }
+        }
+        Ok(())
+    }
+
+    /// A tensor copy of a value (for outputs and for ops run by the reference evaluator).
+    fn fetch(&self, id: ValueId) -> Result<Tensor> {
+        let name = || self.graph.value(id).name.clone();
+        match self.locs[id.0] {
+            Loc::Const => self.graph.constants.get(&id).cloned().ok_or_else(|| Error::Model(format!("constant '{}' missing", name()))),
+            Loc::Arena { start, len } => Tensor::from_f32(&self.shapes[id.0], self.arena[start..start + len].to_vec())
+                .ok_or_else(|| Error::Model(format!("value '{}': arena slice does not match its shape", name()))),
+            Loc::Slot => self.slots[id.0]
+                .clone()
+                .ok_or_else(|| Error::Model(format!("value '{}' read before it was computed", name()))),
+        }
+    }
+
+    /// Runs node `i`; returns (bytes allocated, multiply-accumulates performed).
+    fn run_node(&mut self, i: usize) -> Result<(usize, u64)> {
+        match &self.steps[i] {
+            Some(step) => {
+                step.run(&mut self.arena, &mut self.scratch).map_err(|e| {
+                    let n = &self.graph.nodes[i];
+                    Error::node(&n.name, n.op.type_name(), e.0)
+                })?;
+                Ok((0, step.macs))
+            }
+            None => self.run_reference_node(i),
+        }
+    }
+
+    /// How many nodes run through a fast kernel (the rest use the reference evaluator).
+    fn kernel_nodes(&self) -> usize {
+        self.steps.iter().flatten().count()
+    }
+
+    /// The general path: reference evaluation on tensor copies.
+    fn run_reference_node(&mut self, i: usize) -> Result<(usize, u64)> {
+        let node = &self.graph.nodes[i];
+        let mut allocated = 0usize;
+        let mut owned: Vec<Option<Tensor>> = Vec::with_capacity(node.inputs.len());
+        for id in &node.inputs {
+            owned.push(match id {
+                Some(id) if matches!(self.locs[id.0], Loc::Arena { .. }) => {
+                    let t = self.fetch(*id)?;
+                    allocated += t.byte_len();
+                    Some(t)
+                }
+                _ => None,
+            });
+        }
+        let mut refs: Vec<Option<&Tensor>> = Vec::with_capacity(node.inputs.len());
+        for (id, o) in node.inputs.iter().zip(&owned) {
+            refs.push(match (id, o) {
+                (None, _) => None,
+                (Some(_), Some(t)) => Some(t),
+                (Some(id), None) => Some(match self.locs[id.0] {
+                    Loc::Const => self.graph.constants.get(id),
+                    _ => self.slots[id.0].as_ref(),
+                }
+                .ok_or_else(|| {
+                    Error::Model(format!(
+                        "node '{}' reads value '{}' before it was computed",
+                        node.name,
+                        self.graph.value(*id).name
+                    ))
+                })?),
+            });
+        }
+        let outs = crate::ops::eval(node, &refs)?;
+        let macs = analytic_macs(&self.graph, node);
+        drop(refs);
+        drop(owned);
+        let outputs = self.graph.nodes[i].outputs.clone();
+        for (id, t) in outputs.iter().zip(outs) {
+            allocated += t.byte_len();
+            self.store(*id, &t).map_err(|e| match e {
+                Error::Model(m) => {
+                    let n = &self.graph.nodes[i];
+                    Error::node(&n.name, n.op.type_name(), m)
+                }
+                e => e,
+            })?;
+        }
+        Ok((allocated, macs))
+    }
+}
+
+/// Multiply-accumulates of the direct algorithm for Conv/FusedConv/Gemm/MatMul (what the
+/// reference evaluator performs); 0 for other ops.
+pub fn analytic_macs(graph: &Graph, node: &Node) -> u64 {
+    let shape = |k: usize| -> Option<Vec<usize>> {
+        node.inputs.get(k).copied().flatten().and_then(|id| graph.value(id).fixed_shape())
+    };
+    let out = node.outputs.first().and_then(|&id| graph.value(id).fixed_shape());
+    match &node.op {
+        Op::Conv(_) | Op::FusedConv { .. } => match (shape(1), out) {
+            // Each output element takes (C/group)·∏kernel MACs: W is [M, C/group, k...].
+            (Some(w), Some(o)) if !w.is_empty() => {
+                (o.iter().product::<usize>() as u64) * (w[1..].iter().product::<usize>() as u64)
+            }
+            _ => 0,
+        },
+        Op::Gemm { trans_a, .. } => match (shape(0), out) {
+            (Some(a), Some(o)) if a.len() == 2 => {
+                let k = if *trans_a { a[0] } else { a[1] };
+                (o.iter().product::<usize>() * k) as u64
+            }
+            _ => 0,
+        },
+        Op::MatMul => match (shape(0), out) {
+            (Some(a), Some(o)) if !a.is_empty() => (o.iter().product::<usize>() * a[a.len() - 1]) as u64,
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
+impl Executor for CpuExecutor {
+    fn run(&mut self, inputs: &[&Tensor], trace: Option<&mut Vec<NodeTrace>>) -> Result<Vec<Tensor>> {
+        let state = &mut self.state;
+        self.pool.install(|| state.run_inner(inputs, trace))
+    }
+
+    fn reserved_bytes(&self) -> u64 {
+        ((self.state.arena.len() + self.state.scratch.len()) * 4) as u64
+    }
+}

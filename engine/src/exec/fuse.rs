@@ -1,0 +1,297 @@
+//! Graph rewrites on a bound graph before planning: fewer nodes, fewer passes over memory.
+//!
+//! - Identity and Dropout (inference) disappear: readers are rewired to their input.
+//! - BatchNormalization after a Conv with constant weights folds into the Conv's weights and
+//!   bias (one pass over the weights at session creation instead of one pass over the
+//!   activations per run).
+//! - Conv [+ Add of a same-shape residual] [+ Relu | Clip | LeakyRelu] becomes one
+//!   [`Op::FusedConv`], so the epilogue happens while the conv output is still in cache.
+//!
+//! Graph input and output *names* never change; fused nodes keep the original ONNX nodes in
+//! `origin` (head first) so per-node reports can name them.
+
+use std::collections::HashMap;
+
+use ndarray::ArrayD;
+
+use crate::error::{Error, Result};
+use crate::ir::{Activation, Graph, Node, Op, ValueId};
+use crate::tensor::Tensor;
+
+/// Applies all fusions. The input must be bound (fixed shapes), the result is bound too.
+pub fn optimize(graph: &Graph) -> Result<Graph> {
+    let mut g = graph.clone();
+    remove_identities(&mut g);
+    fold_batchnorm(&mut g)?;
+    fuse_conv_epilogues(&mut g);
+    drop_unused_constants(&mut g);
+    Ok(g)
+}
+
+/// Readers of each value: (node index, input slot).
+fn readers(g: &Graph) -> Vec<Vec<(usize, usize)>> {
+    let mut r = vec![Vec::new(); g.values.len()];
+    for (i, node) in g.nodes.iter().enumerate() {
+        for (j, id) in node.inputs.iter().enumerate() {
+            if let Some(id) = id {
+                r[id.0].push((i, j));
+            }
+        }
+    }
+    r
+}
+
+fn producers(g: &Graph) -> HashMap<ValueId, usize> {
+    let mut p = HashMap::new();
+    for (i, node) in g.nodes.iter().enumerate() {
+        for &o in &node.outputs {
+            p.insert(o, i);
+        }
+    }
+    p
+}
+
+fn replace_uses(g: &mut Graph, from: ValueId, to: ValueId) {
+    for node in &mut g.nodes {
+        for id in node.inputs.iter_mut().flatten() {
+            if *id == from {
+                *id = to;
+            }
+        }
+    }
+}
+
+/// Removes Identity and Dropout nodes whose extra outputs (Dropout's mask) nobody reads.
+fn remove_identities(g: &mut Graph) {
+    let mut i = 0;
+    while i < g.nodes.len() {
+        let node = &g.nodes[i];
+        let removable = matches!(node.op, Op::Identity | Op::Dropout) && node.outputs.len() >= 1;
+        if !removable {
+            i += 1;
+            continue;
+        }
+        let (Some(Some(input)), Some(&output)) = (node.inputs.first().copied(), node.outputs.first()) else {
+            i += 1;
+            continue;
+        };
+        let counts = g.consumer_counts();
+        if node.outputs[1..].iter().any(|o| counts[o.0] > 0) {
+            i += 1;
+            continue;
+        }
+        let output_is_graph_output = g.outputs.contains(&output);
+        if !output_is_graph_output {
+            replace_uses(g, output, input);
+            g.nodes.remove(i);
+            continue;
+        }
+        // The output name must survive: make the producer of `input` write `output` directly,
+        // which is only possible when `input` is an ordinary intermediate.
+        let prod = producers(g);
+        let movable = !g.is_constant(input)
+            && !g.inputs.contains(&input)
+            && !g.outputs.contains(&input)
+            && prod.contains_key(&input);
+        if movable {
+            let p = prod[&input];
+            for o in g.nodes[p].outputs.iter_mut() {
+                if *o == input {
+                    *o = output;
+                }
+            }
+            replace_uses(g, input, output);
+            g.nodes.remove(i);
+            continue;
+        }
+        i += 1;
+    }
+}
+
+fn const_f32<'a>(g: &'a Graph, id: Option<ValueId>) -> Option<&'a ArrayD<f32>> {
+    id.and_then(|id| g.constants.get(&id)).and_then(Tensor::as_f32)
+}
+
+/// Folds BatchNormalization into the Conv feeding it when the Conv's weights (and bias) are
+/// constants and the BN is the Conv output's only reader.
+fn fold_batchnorm(g: &mut Graph) -> Result<()> {
+    let mut i = 0;
+    while i < g.nodes.len() {
+        let Op::BatchNormalization { epsilon } = g.nodes[i].op else {
+            i += 1;
+            continue;
+        };
+        let bn = g.nodes[i].clone();
+        let Some(Some(x)) = bn.inputs.first().copied() else {
+            i += 1;
+            continue;
+        };
+        let prod = producers(g);
+        let counts = g.consumer_counts();
+        let Some(&c) = prod.get(&x) else {
+            i += 1;
+            continue;
+        };
+        let conv = &g.nodes[c];
+        if !matches!(conv.op, Op::Conv(_)) || counts[x.0] != 1 || bn.outputs.len() != 1 {
+            i += 1;
+            continue;
+        }
+        let input = |k: usize| bn.inputs.get(k).copied().flatten();
+        let (Some(scale), Some(beta), Some(mean), Some(var)) =
+            (const_f32(g, input(1)), const_f32(g, input(2)), const_f32(g, input(3)), const_f32(g, input(4)))
+        else {
+            i += 1;
+            continue;
+        };
+        let w_id = conv.inputs.get(1).copied().flatten();
+        let b_id = conv.inputs.get(2).copied().flatten();
+        let Some(w) = const_f32(g, w_id) else {
+            i += 1;
+            continue;
+        };
+        if b_id.is_some() && const_f32(g, b_id).is_none() {
+            i += 1;
+            continue;
+        }
+        let m = w.shape().first().copied().unwrap_or(0);
+        if [scale.len(), beta.len(), mean.len(), var.len()].iter().any(|&l| l != m) || m == 0 {
+            return Err(Error::node(
+                &bn.name,
+                "BatchNormalization",
+                format!("per-channel parameters must have {m} entries (the conv's output channels)"),
+            ));
+        }
+        let per = w.len() / m;
+        let scale_v: Vec<f32> = scale.iter().copied().collect();
+        let beta_v: Vec<f32> = beta.iter().copied().collect();
+        let mean_v: Vec<f32> = mean.iter().copied().collect();
+        let var_v: Vec<f32> = var.iter().copied().collect();
+        let factors: Vec<f32> = (0..m).map(|k| scale_v[k] / (var_v[k] + epsilon).sqrt()).collect();
+        let w_new: Vec<f32> = w.iter().enumerate().map(|(e, &v)| v * factors[e / per]).collect();
+        let b_old: Vec<f32> = match const_f32(g, b_id) {
+            Some(b) => b.iter().copied().collect(),
+            None => vec![0.0; m],
+        };
+        if b_old.len() != m {
+            return Err(Error::node(&conv.name, "Conv", format!("bias must have {m} entries")));
+        }
+        let b_new: Vec<f32> = (0..m).map(|k| (b_old[k] - mean_v[k]) * factors[k] + beta_v[k]).collect();
+        let w_shape = w.shape().to_vec();
+        let conv_name = conv.name.clone();
+        let w_tensor = Tensor::from_f32(&w_shape, w_new)
+            .ok_or_else(|| Error::node(&conv_name, "Conv", "folded weight shape mismatch"))?;
+        let b_tensor =
+            Tensor::from_f32(&[m], b_new).ok_or_else(|| Error::node(&conv_name, "Conv", "folded bias shape mismatch"))?;
+        let w_new_id = g.add_constant(format!("{conv_name}.folded_weight"), w_tensor);
+        let b_new_id = g.add_constant(format!("{conv_name}.folded_bias"), b_tensor);
+        let out = bn.outputs[0];
+        let conv = &mut g.nodes[c];
+        conv.inputs.resize(3, None);
+        conv.inputs[1] = Some(w_new_id);
+        conv.inputs[2] = Some(b_new_id);
+        conv.outputs[0] = out;
+        conv.origin.extend(bn.origin.iter().cloned());
+        g.nodes.remove(i);
+    }
+    Ok(())
+}
+
+/// The activation a node applies, when it is one the fused epilogue supports.
+fn epilogue_activation(g: &Graph, node: &Node) -> Option<Activation> {
+    match node.op {
+        Op::Relu => Some(Activation::Relu),
+        Op::LeakyRelu { alpha } => Some(Activation::LeakyRelu(alpha)),
+        Op::Clip => {
+            let bound = |k: usize, default: f32| -> Option<f32> {
+                match node.inputs.get(k).copied().flatten() {
+                    None => Some(default),
+                    Some(id) => {
+                        let t = g.constants.get(&id)?.as_f32()?;
+                        (t.len() == 1).then(|| t.iter().copied().next()).flatten()
+                    }
+                }
+            };
+            Some(Activation::Clip(bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?))
+        }
+        _ => None,
+    }
+}
+
+/// Turns Conv [+ Add] [+ activation] chains into FusedConv nodes placed at the chain's tail
+/// (where every input, the residual included, is already computed).
+fn fuse_conv_epilogues(g: &mut Graph) {
+    let mut i = 0;
+    while i < g.nodes.len() {
+        let Op::Conv(attrs) = &g.nodes[i].op else {
+            i += 1;
+            continue;
+        };
+        let attrs = attrs.clone();
+        let rd = readers(g);
+        let single_reader = |g: &Graph, v: ValueId| -> Option<usize> {
+            if g.outputs.contains(&v) || rd[v.0].len() != 1 {
+                return None;
+            }
+            Some(rd[v.0][0].0)
+        };
+        let mut out = g.nodes[i].outputs[0];
+        let mut removed: Vec<usize> = Vec::new();
+        let mut residual: Option<ValueId> = None;
+        let mut activation = Activation::None;
+        let shape_of = |g: &Graph, v: ValueId| g.value(v).fixed_shape();
+        // Add of a same-shape residual (either operand).
+        if let Some(r) = single_reader(g, out) {
+            let add = &g.nodes[r];
+            if matches!(add.op, Op::Add) && add.inputs.len() == 2 && add.outputs.len() == 1 {
+                let other = if add.inputs[0] == Some(out) { add.inputs[1] } else { add.inputs[0] };
+                if let Some(other) = other {
+                    if other != out && shape_of(g, other).is_some() && shape_of(g, other) == shape_of(g, out) {
+                        residual = Some(other);
+                        removed.push(r);
+                        out = add.outputs[0];
+                    }
+                }
+            }
+        }
+        if let Some(r) = single_reader(g, out) {
+            let act_node = &g.nodes[r];
+            if act_node.inputs.first() == Some(&Some(out)) && act_node.outputs.len() == 1 {
+                if let Some(a) = epilogue_activation(g, act_node) {
+                    activation = a;
+                    removed.push(r);
+                    out = act_node.outputs[0];
+                }
+            }
+        }
+        if removed.is_empty() {
+            i += 1;
+            continue;
+        }
+        let tail = *removed.iter().max().unwrap_or(&i);
+        let mut fused = g.nodes[i].clone();
+        fused.op = Op::FusedConv { conv: attrs, activation, has_residual: residual.is_some() };
+        if let Some(r) = residual {
+            fused.inputs.resize(3, None);
+            fused.inputs.push(Some(r));
+        }
+        fused.outputs = vec![out];
+        for &r in &removed {
+            fused.origin.extend(g.nodes[r].origin.iter().cloned());
+        }
+        g.nodes[tail] = fused;
+        let mut gone: Vec<usize> = removed.iter().copied().filter(|&r| r != tail).collect();
+        gone.push(i);
+        gone.sort_unstable();
+        for r in gone.into_iter().rev() {
+            g.nodes.remove(r);
+        }
+        // The fused node now sits later; keep scanning from the same index.
+    }
+}
+
+/// Removes constants no node reads any more (the weights BN folding replaced).
+fn drop_unused_constants(g: &mut Graph) {
+    let counts = g.consumer_counts();
+    g.constants.retain(|id, _| counts[id.0] > 0);
+}

@@ -1,0 +1,254 @@
+//! Tests of fusion, planning and the executor on small hand-built bound graphs, against the
+//! reference evaluator.
+
+use crate::ir::{Activation, AutoPad, ConvAttrs, Dim, Graph, Node, Op, OriginNode, PoolAttrs, ValueId};
+use crate::random::normal_tensor;
+use crate::tensor::{DType, Tensor};
+
+use super::executor::{CpuExecutor, Executor};
+use super::{optimize, plan};
+
+fn fixed(shape: &[usize]) -> Option<Vec<Dim>> {
+    Some(shape.iter().map(|&d| Dim::Fixed(d)).collect())
+}
+
+/// Builds bound graphs node by node.
+pub(crate) struct Builder {
+    pub g: Graph,
+    seed: u64,
+}
+
+impl Builder {
+    pub fn new() -> Builder {
+        Builder { g: Graph { name: "test".into(), ..Graph::default() }, seed: 1 }
+    }
+
+    pub fn input(&mut self, name: &str, shape: &[usize]) -> ValueId {
+        let id = self.g.add_value(name, Some(DType::F32), fixed(shape));
+        self.g.inputs.push(id);
+        id
+    }
+
+    pub fn constant(&mut self, name: &str, t: Tensor) -> ValueId {
+        self.g.add_constant(name, t)
+    }
+
+    pub fn random(&mut self, name: &str, shape: &[usize]) -> ValueId {
+        self.seed += 1;
+        self.constant(name, normal_tensor(shape, self.seed))
+    }
+
+    pub fn positive(&mut self, name: &str, shape: &[usize]) -> ValueId {
+        self.seed += 1;
+        let t = normal_tensor(shape, self.seed);
+        let v: Vec<f32> = t.to_f64_vec().iter().map(|&x| (x.abs() + 0.5) as f32).collect();
+        self.constant(name, Tensor::from_f32(shape, v).unwrap())
+    }
+
+    pub fn node(&mut self, name: &str, op: Op, inputs: &[Option<ValueId>], out_shapes: &[&[usize]]) -> Vec<ValueId> {
+        let outputs: Vec<ValueId> = out_shapes
+            .iter()
+            .enumerate()
+            .map(|(k, s)| self.g.add_value(format!("{name}_out{k}"), Some(DType::F32), fixed(s)))
+            .collect();
+        let op_type = op.type_name().to_string();
+        self.g.nodes.push(Node {
+            name: name.into(),
+            op,
+            inputs: inputs.to_vec(),
+            outputs: outputs.clone(),
+            origin: vec![OriginNode { name: name.into(), op_type }],
+        });
+        outputs
+    }
+
+    pub fn node1(&mut self, name: &str, op: Op, inputs: &[ValueId], out_shape: &[usize]) -> ValueId {
+        let ins: Vec<Option<ValueId>> = inputs.iter().map(|&i| Some(i)).collect();
+        self.node(name, op, &ins, &[out_shape])[0]
+    }
+}
+
+pub(crate) fn conv_attrs(k: usize, stride: usize, pad: usize) -> ConvAttrs {
+    ConvAttrs {
+        kernel_shape: Some(vec![k, k]),
+        strides: vec![stride, stride],
+        pads: vec![pad; 4],
+        dilations: vec![1, 1],
+        group: 1,
+        auto_pad: AutoPad::NotSet,
+    }
+}
+
+/// conv → bn → relu → identity → conv → add(residual) → relu → maxpool → flatten → dropout →
+/// gemm, plus a second graph output reading the pooled map.
+pub(crate) fn small_resnet() -> Graph {
+    let mut b = Builder::new();
+    let x = b.input("x", &[1, 3, 8, 8]);
+    let w1 = b.random("w1", &[4, 3, 3, 3]);
+    let b1 = b.random("b1", &[4]);
+    let c1 = b.node1("conv1", Op::Conv(conv_attrs(3, 1, 1)), &[x, w1, b1], &[1, 4, 8, 8]);
+    let (s, bb, m) = (b.positive("bn_s", &[4]), b.random("bn_b", &[4]), b.random("bn_m", &[4]));
+    let v = b.positive("bn_v", &[4]);
+    let n1 = b.node1("bn1", Op::BatchNormalization { epsilon: 1e-5 }, &[c1, s, bb, m, v], &[1, 4, 8, 8]);
+    let r1 = b.node1("relu1", Op::Relu, &[n1], &[1, 4, 8, 8]);
+    let id = b.node1("ident", Op::Identity, &[r1], &[1, 4, 8, 8]);
+    let w2 = b.random("w2", &[4, 4, 3, 3]);
+    let c2 = b.node("conv2", Op::Conv(conv_attrs(3, 1, 1)), &[Some(id), Some(w2), None], &[&[1, 4, 8, 8]])[0];
+    let a = b.node1("add", Op::Add, &[id, c2], &[1, 4, 8, 8]);
+    let r2 = b.node1("relu2", Op::Relu, &[a], &[1, 4, 8, 8]);
+    let pool = PoolAttrs {
+        kernel_shape: vec![2, 2],
+        strides: vec![2, 2],
+        pads: vec![0; 4],
+        dilations: vec![1, 1],
+        ceil_mode: false,
+        auto_pad: AutoPad::NotSet,
+        count_include_pad: false,
+    };
+    let p = b.node1("pool", Op::MaxPool(pool), &[r2], &[1, 4, 4, 4]);
+    let f = b.node1("flatten", Op::Flatten { axis: 1 }, &[p], &[1, 64]);
+    let d = b.node1("drop", Op::Dropout, &[f], &[1, 64]);
+    let wf = b.random("wf", &[10, 64]);
+    let bf = b.random("bf", &[10]);
+    let y = b.node1("fc", Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: true }, &[d, wf, bf], &[1, 10]);
+    let c3 = b.random("clip_lo", &[]);
+    let six = b.constant("six", Tensor::scalar_f32(6.0));
+    let w3 = b.random("w3", &[2, 4, 1, 1]);
+    let c3v = b.node1("conv3", Op::Conv(conv_attrs(1, 1, 0)), &[p, w3], &[1, 2, 4, 4]);
+    let clip = b.node1("clip", Op::Clip, &[c3v, c3, six], &[1, 2, 4, 4]);
+    let out2 = b.node1("out_ident", Op::Identity, &[clip], &[1, 2, 4, 4]);
+    b.g.outputs = vec![y, out2];
+    b.g.value_mut(y).name = "y".into();
+    b.g.value_mut(out2).name = "feat".into();
+    b.g
+}
+
+fn assert_close(a: &Tensor, b: &Tensor, rel: f64) {
+    assert_eq!(a.shape(), b.shape());
+    let (x, y) = (a.to_f64_vec(), b.to_f64_vec());
+    let scale = y.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-6);
+    for (i, (p, q)) in x.iter().zip(&y).enumerate() {
+        assert!((p - q).abs() <= rel * scale, "element {i}: {p} vs {q} (scale {scale})");
+    }
+}
+
+fn feeds(g: &Graph, seed: u64) -> Vec<(ValueId, Tensor)> {
+    g.inputs
+        .iter()
+        .enumerate()
+        .map(|(k, &id)| (id, normal_tensor(&g.value(id).fixed_shape().unwrap(), seed + k as u64)))
+        .collect()
+}
+
+#[test]
+fn fusion_keeps_numerics_and_names() {
+    let g = small_resnet();
+    let opt = optimize(&g).unwrap();
+    let types: Vec<&str> = opt.nodes.iter().map(|n| n.op.type_name()).collect();
+    // conv1(+bn+relu), conv2(+add+relu), pool, flatten, fc, conv3(+clip).
+    assert_eq!(types, ["Conv", "Conv", "MaxPool", "Flatten", "Gemm", "Conv"], "{:#?}", opt.nodes);
+    let origin = |k: usize| opt.nodes[k].origin.iter().map(|o| o.name.as_str()).collect::<Vec<_>>();
+    assert_eq!(origin(0), ["conv1", "bn1", "relu1"]);
+    assert_eq!(origin(1), ["conv2", "add", "relu2"]);
+    assert_eq!(origin(5), ["conv3", "clip"]);
+    match &opt.nodes[1].op {
+        Op::FusedConv { activation, has_residual, .. } => {
+            assert_eq!(*activation, Activation::Relu);
+            assert!(*has_residual);
+        }
+        other => panic!("expected FusedConv, got {other:?}"),
+    }
+    match &opt.nodes[5].op {
+        Op::FusedConv { activation: Activation::Clip(_, hi), has_residual: false, .. } => assert_eq!(*hi, 6.0),
+        other => panic!("expected FusedConv with Clip, got {other:?}"),
+    }
+    // Output names survive the removal of the Identity that produced "feat".
+    let names: Vec<&str> = opt.outputs.iter().map(|&id| opt.value(id).name.as_str()).collect();
+    assert_eq!(names, ["y", "feat"]);
+    // The BN parameters and the original conv1 weights are gone.
+    assert!(opt.constants.len() < g.constants.len());
+
+    let f = feeds(&g, 7);
+    let want = crate::ops::run_reference(&g, &f).unwrap();
+    let got = crate::ops::run_reference(&opt, &f).unwrap();
+    for (a, b) in got.iter().zip(&want) {
+        assert_close(a, b, 1e-5);
+    }
+}
+
+#[test]
+fn plan_is_valid_and_reuses_memory() {
+    for g in [small_resnet(), optimize(&small_resnet()).unwrap()] {
+        for in_place in [false, true] {
+            let p = plan::plan(&g, in_place).unwrap();
+            p.validate().unwrap();
+            let biggest = p.values.iter().map(|v| v.bytes).max().unwrap();
+            assert!(p.planned_peak_bytes >= biggest);
+            assert!(p.arena_bytes >= p.planned_peak_bytes);
+            assert!(p.arena_bytes < p.total_activation_bytes, "no reuse: {p:?}");
+            assert_eq!(p.live_bytes_during.len(), g.nodes.len());
+            // Graph outputs stay live to the end.
+            for id in &g.outputs {
+                assert_eq!(p.get(*id).unwrap().last, g.nodes.len());
+            }
+        }
+    }
+    // Unfused: relu1 can overwrite bn1's output, which dies there.
+    let g = small_resnet();
+    let p = plan::plan(&g, true).unwrap();
+    let relu1 = g.nodes.iter().find(|n| n.name == "relu1").unwrap();
+    let v = p.get(relu1.outputs[0]).unwrap();
+    assert_eq!(v.in_place_of, relu1.inputs[0]);
+    assert_eq!(v.offset, p.get(relu1.inputs[0].unwrap()).unwrap().offset);
+}
+
+#[test]
+fn plan_detects_overlap() {
+    let g = small_resnet();
+    let mut p = plan::plan(&g, false).unwrap();
+    // Move every value to offset 0: values live at the same time now collide.
+    for v in &mut p.values {
+        v.offset = 0;
+    }
+    assert!(p.validate().is_err());
+}
+
+fn run_exec(g: &Graph, threads: usize, f: &[(ValueId, Tensor)]) -> Vec<Tensor> {
+    let p = plan::plan(g, true).unwrap();
+    let mut ex = CpuExecutor::new(g.clone(), &p, threads).unwrap();
+    let ins: Vec<&Tensor> = f.iter().map(|(_, t)| t).collect();
+    let mut trace = Vec::new();
+    let first = ex.run(&ins, Some(&mut trace)).unwrap();
+    assert_eq!(trace.len(), g.nodes.len());
+    // A second run reuses the arena and gives identical results.
+    let second = ex.run(&ins, None).unwrap();
+    assert_eq!(first, second);
+    first
+}
+
+#[test]
+fn executor_matches_reference() {
+    let g = small_resnet();
+    let f = feeds(&g, 3);
+    let want = crate::ops::run_reference(&g, &f).unwrap();
+    let got = run_exec(&g, 1, &f);
+    for (a, b) in got.iter().zip(&want) {
+        assert_close(a, b, 1e-5);
+    }
+    let opt = optimize(&g).unwrap();
+    let got = run_exec(&opt, 2, &f);
+    for (a, b) in got.iter().zip(&want) {
+        assert_close(a, b, 1e-5);
+    }
+}
+
+#[test]
+fn thread_counts_agree() {
+    let opt = optimize(&small_resnet()).unwrap();
+    let f = feeds(&opt, 11);
+    let one = run_exec(&opt, 1, &f);
+    let two = run_exec(&opt, 2, &f);
+    for (a, b) in one.iter().zip(&two) {
+        assert_close(a, b, 1e-6);
+    }
+}
