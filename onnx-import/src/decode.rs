@@ -125,10 +125,12 @@ fn convert_graph(g: &pb::GraphProto, ctx: &Ctx<'_>) -> Result<OnnxGraph, Error> 
 }
 
 fn convert_value_info(v: &pb::ValueInfoProto) -> ValueDecl {
-    let tensor = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(pb::type_proto::Value::TensorType(t)) => Some(t),
-        None => None,
-    };
+    // `TypeProto` here only has the tensor variant; sequences/maps decode as no type.
+    let tensor = v
+        .r#type
+        .as_ref()
+        .and_then(|t| t.value.as_ref())
+        .map(|pb::type_proto::Value::TensorType(t)| t);
     let elem_type =
         tensor.and_then(|t| (t.elem_type != 0).then(|| elem_type_from_code(t.elem_type)));
     let shape = tensor.and_then(|t| t.shape.as_ref()).map(|s| {

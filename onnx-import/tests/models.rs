@@ -778,3 +778,42 @@ fn write_refuses_unsupported_attributes() {
     assert!(!path.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Writes sample models for `scripts/check_with_ort.py` (ONNX checker + ONNX Runtime), which
+/// cargo test cannot run: `ONNX_IMPORT_DUMP_DIR=/tmp/x cargo test --release -p onnx-import
+/// --test models -- --ignored dump`.
+#[test]
+#[ignore = "dev helper: writes files for the Python ONNX Runtime check"]
+fn dump_samples_for_onnx_runtime() {
+    let dir = std::path::PathBuf::from(
+        std::env::var("ONNX_IMPORT_DUMP_DIR").expect("set ONNX_IMPORT_DUMP_DIR"),
+    );
+    std::fs::create_dir_all(&dir).unwrap();
+    write_model(&sample_model(17), &dir.join("sample_opset17.onnx")).unwrap();
+    write_model(&sample_model(18), &dir.join("sample_opset18.onnx")).unwrap();
+    let old = model(
+        9,
+        vec![
+            node("clip", "Clip", &["x"], &["c"], vec![attr_f("max", 6.0)]),
+            node(
+                "sq",
+                "Unsqueeze",
+                &["c"],
+                &["u"],
+                vec![attr_ints("axes", &[0])],
+            ),
+            node(
+                "sl",
+                "Slice",
+                &["u"],
+                &["s"],
+                vec![attr_ints("starts", &[0]), attr_ints("ends", &[1])],
+            ),
+            node("", "Softmax", &["s"], &["y"], vec![]),
+        ],
+        vec![],
+        vec![value("x", &[2, 2])],
+        vec![value("y", &[1, 2, 2])],
+    );
+    write_model(&decode(&old).unwrap(), &dir.join("old_opset9.onnx")).unwrap();
+}
