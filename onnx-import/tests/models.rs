@@ -817,3 +817,13 @@ fn dump_samples_for_onnx_runtime() {
     );
     write_model(&decode(&old).unwrap(), &dir.join("old_opset9.onnx")).unwrap();
 }
+
+/// Prints what the importer makes of a model written by another tool:
+/// `ONNX_IMPORT_LOAD=/path/m.onnx cargo test --release -p onnx-import --test models -- --ignored print_loaded --nocapture`.
+#[test]
+#[ignore = "dev helper: inspects a model file produced outside the tests"]
+fn print_loaded_model() {
+    let path =
+        std::path::PathBuf::from(std::env::var("ONNX_IMPORT_LOAD").expect("set ONNX_IMPORT_LOAD"));
+    println!("{:#?}", load_model(&path));
+}
