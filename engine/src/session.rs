@@ -1,13 +1,13 @@
 //! The public entry points: load a [`Model`], prepare a [`Session`] for a batch size, thread
 //! count and backend, and run it.
 //!
-//! (API skeleton fixed by the lead; the executor helper fills in the bodies.)
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::exec::{CpuExecutor, Executor, MemoryPlan};
 use crate::ir::{Graph, ValueInfo};
 use crate::tensor::Tensor;
 
@@ -82,36 +82,293 @@ pub struct RunTrace {
 
 /// A model prepared for execution.
 pub struct Session {
-    _private: (),
+    source: String,
+    bound: Graph,
+    exec: Graph,
+    plan: MemoryPlan,
+    executor: Box<dyn Executor>,
+    threads: usize,
+    input_infos: Vec<ValueInfo>,
+    /// Bytes refused above (weights + activations + scratch), for reports.
+    memory_limit: u64,
+    /// Bytes the session holds: constants + executor reservations.
+    reserved_bytes: u64,
 }
 
 impl Model {
     /// Loads an ONNX file, or a built-in model given as `zoo:NAME[:key=value,...]`.
     pub fn load(path_or_spec: impl AsRef<Path>) -> Result<Model> {
-        let _ = path_or_spec;
-        Err(Error::Model("Model::load is being written".into()))
+        let path = path_or_spec.as_ref();
+        let text = path.to_string_lossy();
+        if text.starts_with("zoo:") {
+            let graph = crate::zoo::build(&text)?;
+            return Ok(Model {
+                source: text.into_owned(),
+                graph,
+            });
+        }
+        let onnx = onnx_import::load_model(path)?;
+        let graph = crate::import::graph_from_onnx(&onnx)?;
+        Ok(Model {
+            source: path.display().to_string(),
+            graph,
+        })
+    }
+
+    /// Decodes an ONNX model held in memory; `label` names it in errors and reports. External
+    /// tensor data is refused (there is no folder to resolve it against).
+    pub fn from_bytes(bytes: &[u8], label: &str) -> Result<Model> {
+        let onnx = onnx_import::decode_model(bytes, None, label)?;
+        let graph = crate::import::graph_from_onnx(&onnx)?;
+        Ok(Model {
+            source: label.to_string(),
+            graph,
+        })
+    }
+
+    /// Wraps a graph built in code (tests, the zoo).
+    pub fn from_graph(graph: Graph, source: impl Into<String>) -> Model {
+        Model {
+            source: source.into(),
+            graph,
+        }
     }
 
     /// Declared graph inputs (to be fed).
     pub fn inputs(&self) -> Vec<&ValueInfo> {
-        self.graph.inputs.iter().map(|&id| self.graph.value(id)).collect()
+        self.graph
+            .inputs
+            .iter()
+            .map(|&id| self.graph.value(id))
+            .collect()
     }
 
     pub fn outputs(&self) -> Vec<&ValueInfo> {
-        self.graph.outputs.iter().map(|&id| self.graph.value(id)).collect()
+        self.graph
+            .outputs
+            .iter()
+            .map(|&id| self.graph.value(id))
+            .collect()
     }
+}
+
+/// Physical memory from /proc/meminfo (`MemTotal`), when it can be read.
+pub fn physical_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The limit a session enforces when `max_memory` is not given: half of physical memory
+/// (8 GiB when it cannot be read).
+pub fn default_memory_limit() -> u64 {
+    physical_memory_bytes().map_or(8 << 30, |b| b / 2)
 }
 
 impl Session {
     /// Binds shapes, folds constants, optimizes and plans memory.
     pub fn new(model: &Model, options: &SessionOptions) -> Result<Session> {
-        let _ = (model, options);
-        Err(Error::Model("Session::new is being written".into()))
+        let graph = &model.graph;
+        let mut names: Vec<&String> = options.input_shapes.keys().collect();
+        names.sort();
+        for name in names {
+            if !graph.inputs.iter().any(|&id| &graph.value(id).name == name) {
+                let known: Vec<&str> = graph
+                    .inputs
+                    .iter()
+                    .map(|&id| graph.value(id).name.as_str())
+                    .collect();
+                return Err(Error::Input {
+                    name: name.clone(),
+                    message: format!("no such model input (inputs: {})", known.join(", ")),
+                });
+            }
+        }
+        let limit = options.max_memory.unwrap_or_else(default_memory_limit);
+        let spec = crate::shape::BindSpec {
+            batch: options.batch,
+            shapes: options.input_shapes.clone(),
+            // No single f32 value may exceed the whole limit.
+            max_elements: Some((limit / 4) as u128),
+        };
+        let bound = crate::shape::bind(graph, &spec)?;
+        let exec = if options.optimize {
+            crate::exec::optimize(&bound)?
+        } else {
+            bound.clone()
+        };
+        let plan = crate::exec::plan(&exec, true)?;
+        let threads = crate::exec::executor::resolve_threads(options.threads);
+
+        // Refuse before allocating: weights + planned activations + packed weights + scratch.
+        let (_, weight_bytes) = exec.parameter_totals();
+        let extra = crate::exec::executor::estimated_extra_bytes(&exec, threads);
+        let requested = weight_bytes as u128 + plan.arena_bytes as u128 + extra as u128;
+        if requested > limit as u128 {
+            return Err(Error::MemoryLimit {
+                what: format!(
+                    "model '{}' ({} weight bytes, {} planned activation bytes, {} packed-weight and scratch bytes)",
+                    model.source, weight_bytes, plan.arena_bytes, extra
+                ),
+                requested,
+                limit: limit as u128,
+            });
+        }
+        let executor: Box<dyn Executor> = match options.backend {
+            Backend::Cpu => Box::new(CpuExecutor::new(exec.clone(), &plan, threads)?),
+            Backend::Wgpu => {
+                return Err(Error::Backend {
+                    backend: "wgpu".into(),
+                    message: "this engine was not built with wgpu support".into(),
+                })
+            }
+        };
+        let input_infos = bound
+            .inputs
+            .iter()
+            .map(|&id| bound.value(id).clone())
+            .collect();
+        let reserved_bytes = weight_bytes as u64 + executor.reserved_bytes();
+        Ok(Session {
+            source: model.source.clone(),
+            bound,
+            exec,
+            plan,
+            executor,
+            threads,
+            input_infos,
+            memory_limit: limit,
+            reserved_bytes,
+        })
     }
 
     /// Runs the model. `inputs` are matched by name; outputs come back in graph order.
     pub fn run(&mut self, inputs: &[(&str, Tensor)]) -> Result<Vec<(String, Tensor)>> {
-        let _ = inputs;
-        Err(Error::Model("Session::run is being written".into()))
+        let ordered = self.order_inputs(inputs)?;
+        let outs = self.executor.run(&ordered, None)?;
+        Ok(self.name_outputs(outs))
+    }
+
+    /// Runs once, timing every node of [`Session::exec_graph`].
+    pub fn run_profiled(
+        &mut self,
+        inputs: &[(&str, Tensor)],
+    ) -> Result<(Vec<(String, Tensor)>, RunTrace)> {
+        let ordered = self.order_inputs(inputs)?;
+        let mut nodes = Vec::with_capacity(self.exec.nodes.len());
+        let start = std::time::Instant::now();
+        let outs = self.executor.run(&ordered, Some(&mut nodes))?;
+        let total = start.elapsed();
+        let peak_live_bytes = nodes
+            .iter()
+            .map(|n| n.live_bytes)
+            .max()
+            .unwrap_or(0)
+            .max(self.plan.planned_peak_bytes as u64);
+        Ok((
+            self.name_outputs(outs),
+            RunTrace {
+                total,
+                nodes,
+                peak_live_bytes,
+            },
+        ))
+    }
+
+    /// Checks names, dtypes and shapes of the fed inputs and orders them as the graph does.
+    fn order_inputs<'a>(&self, inputs: &'a [(&str, Tensor)]) -> Result<Vec<&'a Tensor>> {
+        for (name, _) in inputs {
+            if !self.input_infos.iter().any(|i| i.name == *name) {
+                let known: Vec<&str> = self.input_infos.iter().map(|i| i.name.as_str()).collect();
+                return Err(Error::Input {
+                    name: name.to_string(),
+                    message: format!("no such model input (inputs: {})", known.join(", ")),
+                });
+            }
+            if inputs.iter().filter(|(n, _)| n == name).count() > 1 {
+                return Err(Error::Input {
+                    name: name.to_string(),
+                    message: "given more than once".into(),
+                });
+            }
+        }
+        let mut ordered = Vec::with_capacity(self.input_infos.len());
+        for info in &self.input_infos {
+            let Some((_, t)) = inputs.iter().find(|(n, _)| *n == info.name) else {
+                return Err(Error::Input {
+                    name: info.name.clone(),
+                    message: "missing: the model needs this input".into(),
+                });
+            };
+            let want_shape = info.fixed_shape().unwrap_or_default();
+            if Some(t.dtype()) != info.dtype {
+                return Err(Error::Input {
+                    name: info.name.clone(),
+                    message: format!(
+                        "expected element type {}, given {}",
+                        info.dtype.map_or("unknown".to_string(), |d| d.to_string()),
+                        t.dtype()
+                    ),
+                });
+            }
+            if t.shape() != want_shape.as_slice() {
+                return Err(Error::Input {
+                    name: info.name.clone(),
+                    message: format!("expected shape {:?}, given {:?}", want_shape, t.shape()),
+                });
+            }
+            ordered.push(t);
+        }
+        Ok(ordered)
+    }
+
+    fn name_outputs(&self, outs: Vec<Tensor>) -> Vec<(String, Tensor)> {
+        self.exec
+            .outputs
+            .iter()
+            .map(|&id| self.exec.value(id).name.clone())
+            .zip(outs)
+            .collect()
+    }
+
+    /// Where the model came from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The graph after binding and constant folding, before fusion: one node per ONNX node
+    /// that computes something (what reports show).
+    pub fn bound_graph(&self) -> &Graph {
+        &self.bound
+    }
+
+    /// The graph that runs (after fusion when `optimize` is on). `NodeTrace::node` indexes it.
+    pub fn exec_graph(&self) -> &Graph {
+        &self.exec
+    }
+
+    pub fn memory_plan(&self) -> &MemoryPlan {
+        &self.plan
+    }
+
+    /// Worker threads kernels run on.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Graph inputs with their bound dtype and shape, in graph order.
+    pub fn input_infos(&self) -> &[ValueInfo] {
+        &self.input_infos
+    }
+
+    /// The memory limit this session was checked against.
+    pub fn memory_limit(&self) -> u64 {
+        self.memory_limit
+    }
+
+    /// Bytes held: constants plus the executor's arena, packed weights and scratch.
+    pub fn reserved_bytes(&self) -> u64 {
+        self.reserved_bytes
     }
 }

@@ -26,7 +26,11 @@ pub trait Executor: Send {
     /// Runs once. `inputs` follow `graph.inputs` order and were validated by the session
     /// (dtype and shape equal the bound ones). Returns outputs in `graph.outputs` order. When
     /// `trace` is given, one [`NodeTrace`] per executed node is appended to it.
-    fn run(&mut self, inputs: &[&Tensor], trace: Option<&mut Vec<NodeTrace>>) -> Result<Vec<Tensor>>;
+    fn run(
+        &mut self,
+        inputs: &[&Tensor],
+        trace: Option<&mut Vec<NodeTrace>>,
+    ) -> Result<Vec<Tensor>>;
 
     /// Bytes the executor holds besides the graph's constants (arena, packed weights, scratch).
     fn reserved_bytes(&self) -> u64;
@@ -62,6 +66,8 @@ struct State {
     steps: Vec<Option<Step>>,
     /// Kernel scratch (conv im2col blocks), shared by all nodes since they run one at a time.
     scratch: Vec<f32>,
+    /// Bytes of weights copied into kernel layouts.
+    packed_bytes: usize,
 }
 
 /// The number of workers `threads` asks for (0 = every available core).
@@ -69,14 +75,37 @@ pub fn resolve_threads(threads: usize) -> usize {
     if threads > 0 {
         threads
     } else {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     }
 }
 
-/// Bytes [`CpuExecutor::new`] will allocate for `plan` (checked against the memory limit before
-/// anything is allocated).
-pub fn planned_reserved_bytes(plan: &MemoryPlan) -> u64 {
-    plan.arena_bytes as u64
+/// Upper bound of the bytes [`CpuExecutor::new`] allocates besides the arena: a packed copy of
+/// every conv and Gemm/MatMul weight, and conv scratch (one im2col block per thread, sized
+/// like the conv kernel's blocks: at most max(64 Ki, 64·K) floats). Sessions check it against
+/// the memory limit before anything is allocated.
+pub fn estimated_extra_bytes(graph: &Graph, threads: usize) -> u64 {
+    let mut packed = 0u64;
+    let mut scratch = 0u64;
+    for node in &graph.nodes {
+        let w = node.inputs.get(1).copied().flatten();
+        let w_bytes = w
+            .and_then(|id| graph.constants.get(&id))
+            .map_or(0, |t| t.byte_len() as u64);
+        match &node.op {
+            Op::Conv(_) | Op::FusedConv { .. } => {
+                packed += w_bytes;
+                let k = w
+                    .and_then(|id| graph.value(id).fixed_shape())
+                    .map_or(0, |s| s[1..].iter().product::<usize>());
+                scratch = scratch.max(threads as u64 * 4 * (65536u64).max(64 * k as u64));
+            }
+            Op::Gemm { .. } | Op::MatMul => packed += 2 * w_bytes,
+            _ => {}
+        }
+    }
+    packed + scratch
 }
 
 impl CpuExecutor {
@@ -87,7 +116,10 @@ impl CpuExecutor {
             .num_threads(threads)
             .thread_name(|i| format!("engine-worker-{i}"))
             .build()
-            .map_err(|e| Error::Backend { backend: "cpu".into(), message: format!("thread pool: {e}") })?;
+            .map_err(|e| Error::Backend {
+                backend: "cpu".into(),
+                message: format!("thread pool: {e}"),
+            })?;
         let mut locs = vec![Loc::Slot; graph.values.len()];
         let mut shapes = vec![Vec::new(); graph.values.len()];
         for (k, info) in graph.values.iter().enumerate() {
@@ -99,7 +131,10 @@ impl CpuExecutor {
                 locs[k] = Loc::Const;
             } else if let Some(p) = plan.get(id) {
                 if info.dtype == Some(DType::F32) {
-                    locs[k] = Loc::Arena { start: p.offset / 4, len: p.bytes / 4 };
+                    locs[k] = Loc::Arena {
+                        start: p.offset / 4,
+                        len: p.bytes / 4,
+                    };
                 }
             }
         }
@@ -110,18 +145,39 @@ impl CpuExecutor {
                 _ => None,
             })
             .collect();
-        let cx = Ctx { graph: &graph, spans: &spans, threads };
+        let cx = Ctx {
+            graph: &graph,
+            spans: &spans,
+            threads,
+        };
         let mut steps = Vec::with_capacity(graph.nodes.len());
         for node in &graph.nodes {
-            steps.push(prepare(&cx, node).map_err(|e| Error::node(&node.name, node.op.type_name(), e.0))?);
+            steps.push(
+                prepare(&cx, node)
+                    .map_err(|e| Error::node(&node.name, node.op.type_name(), e.0))?,
+            );
         }
+        let packed_bytes = steps.iter().flatten().map(Step::packed_bytes).sum();
         let scratch_len = steps.iter().flatten().map(|s| s.scratch).max().unwrap_or(0);
         let scratch = vec![0.0f32; scratch_len];
         let arena = vec![0.0f32; plan.arena_bytes.div_ceil(4)];
         let slots = vec![None; graph.values.len()];
-        let state =
-            State { live_after: plan.live_bytes_after.clone(), graph, locs, shapes, arena, slots, steps, scratch };
-        Ok(CpuExecutor { pool, threads, state })
+        let state = State {
+            live_after: plan.live_bytes_after.clone(),
+            graph,
+            locs,
+            shapes,
+            arena,
+            slots,
+            steps,
+            scratch,
+            packed_bytes,
+        };
+        Ok(CpuExecutor {
+            pool,
+            threads,
+            state,
+        })
     }
 
     /// Worker threads of this executor's pool.
@@ -140,8 +196,11 @@ impl CpuExecutor {
 }
 
 impl State {
-
-    fn run_inner(&mut self, inputs: &[&Tensor], mut trace: Option<&mut Vec<NodeTrace>>) -> Result<Vec<Tensor>> {
+    fn run_inner(
+        &mut self,
+        inputs: &[&Tensor],
+        mut trace: Option<&mut Vec<NodeTrace>>,
+    ) -> Result<Vec<Tensor>> {
         if inputs.len() != self.graph.inputs.len() {
             return Err(Error::Model(format!(
                 "executor expects {} inputs, got {}",
@@ -165,7 +224,11 @@ impl State {
                 });
             }
         }
-        self.graph.outputs.iter().map(|&id| self.fetch(id)).collect()
+        self.graph
+            .outputs
+            .iter()
+            .map(|&id| self.fetch(id))
+            .collect()
     }
 
     /// Copies `t` into the value's home (arena or slot).
@@ -183,7 +246,9 @@ impl State {
         }
         match self.locs[id.0] {
             Loc::Arena { start, len } => {
-                let a = t.as_f32().ok_or_else(|| Error::Model(format!("value '{}' is not f32", info.name)))?;
+                let a = t
+                    .as_f32()
+                    .ok_or_else(|| Error::Model(format!("value '{}' is not f32", info.name)))?;
                 let dst = &mut self.arena[start..start + len];
                 match a.as_slice() {
                     Some(src) => dst.copy_from_slice(src),
@@ -192,7 +257,10 @@ impl State {
             }
             Loc::Slot => self.slots[id.0] = Some(t.clone()),
             Loc::Const => {
-                return Err(Error::Model(format!("value '{}' is a constant and cannot be written", info.name)))
+                return Err(Error::Model(format!(
+                    "value '{}' is a constant and cannot be written",
+                    info.name
+                )))
             }
         }
         Ok(())
@@ -202,12 +270,24 @@ impl State {
     fn fetch(&self, id: ValueId) -> Result<Tensor> {
         let name = || self.graph.value(id).name.clone();
         match self.locs[id.0] {
-            Loc::Const => self.graph.constants.get(&id).cloned().ok_or_else(|| Error::Model(format!("constant '{}' missing", name()))),
-            Loc::Arena { start, len } => Tensor::from_f32(&self.shapes[id.0], self.arena[start..start + len].to_vec())
-                .ok_or_else(|| Error::Model(format!("value '{}': arena slice does not match its shape", name()))),
-            Loc::Slot => self.slots[id.0]
-                .clone()
-                .ok_or_else(|| Error::Model(format!("value '{}' read before it was computed", name()))),
+            Loc::Const => self
+                .graph
+                .constants
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| Error::Model(format!("constant '{}' missing", name()))),
+            Loc::Arena { start, len } => {
+                Tensor::from_f32(&self.shapes[id.0], self.arena[start..start + len].to_vec())
+                    .ok_or_else(|| {
+                        Error::Model(format!(
+                            "value '{}': arena slice does not match its shape",
+                            name()
+                        ))
+                    })
+            }
+            Loc::Slot => self.slots[id.0].clone().ok_or_else(|| {
+                Error::Model(format!("value '{}' read before it was computed", name()))
+            }),
         }
     }
 
@@ -250,17 +330,19 @@ impl State {
             refs.push(match (id, o) {
                 (None, _) => None,
                 (Some(_), Some(t)) => Some(t),
-                (Some(id), None) => Some(match self.locs[id.0] {
-                    Loc::Const => self.graph.constants.get(id),
-                    _ => self.slots[id.0].as_ref(),
-                }
-                .ok_or_else(|| {
-                    Error::Model(format!(
-                        "node '{}' reads value '{}' before it was computed",
-                        node.name,
-                        self.graph.value(*id).name
-                    ))
-                })?),
+                (Some(id), None) => Some(
+                    match self.locs[id.0] {
+                        Loc::Const => self.graph.constants.get(id),
+                        _ => self.slots[id.0].as_ref(),
+                    }
+                    .ok_or_else(|| {
+                        Error::Model(format!(
+                            "node '{}' reads value '{}' before it was computed",
+                            node.name,
+                            self.graph.value(*id).name
+                        ))
+                    })?,
+                ),
             });
         }
         let outs = crate::ops::eval(node, &refs)?;
@@ -286,9 +368,16 @@ impl State {
 /// reference evaluator performs); 0 for other ops.
 pub fn analytic_macs(graph: &Graph, node: &Node) -> u64 {
     let shape = |k: usize| -> Option<Vec<usize>> {
-        node.inputs.get(k).copied().flatten().and_then(|id| graph.value(id).fixed_shape())
+        node.inputs
+            .get(k)
+            .copied()
+            .flatten()
+            .and_then(|id| graph.value(id).fixed_shape())
     };
-    let out = node.outputs.first().and_then(|&id| graph.value(id).fixed_shape());
+    let out = node
+        .outputs
+        .first()
+        .and_then(|&id| graph.value(id).fixed_shape());
     match &node.op {
         Op::Conv(_) | Op::FusedConv { .. } => match (shape(1), out) {
             // Each output element takes (C/group)·∏kernel MACs: W is [M, C/group, k...].
@@ -305,7 +394,9 @@ pub fn analytic_macs(graph: &Graph, node: &Node) -> u64 {
             _ => 0,
         },
         Op::MatMul => match (shape(0), out) {
-            (Some(a), Some(o)) if !a.is_empty() => (o.iter().product::<usize>() * a[a.len() - 1]) as u64,
+            (Some(a), Some(o)) if !a.is_empty() => {
+                (o.iter().product::<usize>() * a[a.len() - 1]) as u64
+            }
             _ => 0,
         },
         _ => 0,
@@ -313,12 +404,16 @@ pub fn analytic_macs(graph: &Graph, node: &Node) -> u64 {
 }
 
 impl Executor for CpuExecutor {
-    fn run(&mut self, inputs: &[&Tensor], trace: Option<&mut Vec<NodeTrace>>) -> Result<Vec<Tensor>> {
+    fn run(
+        &mut self,
+        inputs: &[&Tensor],
+        trace: Option<&mut Vec<NodeTrace>>,
+    ) -> Result<Vec<Tensor>> {
         let state = &mut self.state;
         self.pool.install(|| state.run_inner(inputs, trace))
     }
 
     fn reserved_bytes(&self) -> u64 {
-        ((self.state.arena.len() + self.state.scratch.len()) * 4) as u64
+        ((self.state.arena.len() + self.state.scratch.len()) * 4 + self.state.packed_bytes) as u64
     }
 }

@@ -71,7 +71,9 @@ fn remove_identities(g: &mut Graph) {
             i += 1;
             continue;
         }
-        let (Some(Some(input)), Some(&output)) = (node.inputs.first().copied(), node.outputs.first()) else {
+        let (Some(Some(input)), Some(&output)) =
+            (node.inputs.first().copied(), node.outputs.first())
+        else {
             i += 1;
             continue;
         };
@@ -109,7 +111,8 @@ fn remove_identities(g: &mut Graph) {
 }
 
 fn const_f32<'a>(g: &'a Graph, id: Option<ValueId>) -> Option<&'a ArrayD<f32>> {
-    id.and_then(|id| g.constants.get(&id)).and_then(Tensor::as_f32)
+    id.and_then(|id| g.constants.get(&id))
+        .and_then(Tensor::as_f32)
 }
 
 /// Folds BatchNormalization into the Conv feeding it when the Conv's weights (and bias) are
@@ -138,9 +141,12 @@ fn fold_batchnorm(g: &mut Graph) -> Result<()> {
             continue;
         }
         let input = |k: usize| bn.inputs.get(k).copied().flatten();
-        let (Some(scale), Some(beta), Some(mean), Some(var)) =
-            (const_f32(g, input(1)), const_f32(g, input(2)), const_f32(g, input(3)), const_f32(g, input(4)))
-        else {
+        let (Some(scale), Some(beta), Some(mean), Some(var)) = (
+            const_f32(g, input(1)),
+            const_f32(g, input(2)),
+            const_f32(g, input(3)),
+            const_f32(g, input(4)),
+        ) else {
             i += 1;
             continue;
         };
@@ -155,11 +161,17 @@ fn fold_batchnorm(g: &mut Graph) -> Result<()> {
             continue;
         }
         let m = w.shape().first().copied().unwrap_or(0);
-        if [scale.len(), beta.len(), mean.len(), var.len()].iter().any(|&l| l != m) || m == 0 {
+        if [scale.len(), beta.len(), mean.len(), var.len()]
+            .iter()
+            .any(|&l| l != m)
+            || m == 0
+        {
             return Err(Error::node(
                 &bn.name,
                 "BatchNormalization",
-                format!("per-channel parameters must have {m} entries (the conv's output channels)"),
+                format!(
+                    "per-channel parameters must have {m} entries (the conv's output channels)"
+                ),
             ));
         }
         let per = w.len() / m;
@@ -167,22 +179,34 @@ fn fold_batchnorm(g: &mut Graph) -> Result<()> {
         let beta_v: Vec<f32> = beta.iter().copied().collect();
         let mean_v: Vec<f32> = mean.iter().copied().collect();
         let var_v: Vec<f32> = var.iter().copied().collect();
-        let factors: Vec<f32> = (0..m).map(|k| scale_v[k] / (var_v[k] + epsilon).sqrt()).collect();
-        let w_new: Vec<f32> = w.iter().enumerate().map(|(e, &v)| v * factors[e / per]).collect();
+        let factors: Vec<f32> = (0..m)
+            .map(|k| scale_v[k] / (var_v[k] + epsilon).sqrt())
+            .collect();
+        let w_new: Vec<f32> = w
+            .iter()
+            .enumerate()
+            .map(|(e, &v)| v * factors[e / per])
+            .collect();
         let b_old: Vec<f32> = match const_f32(g, b_id) {
             Some(b) => b.iter().copied().collect(),
             None => vec![0.0; m],
         };
         if b_old.len() != m {
-            return Err(Error::node(&conv.name, "Conv", format!("bias must have {m} entries")));
+            return Err(Error::node(
+                &conv.name,
+                "Conv",
+                format!("bias must have {m} entries"),
+            ));
         }
-        let b_new: Vec<f32> = (0..m).map(|k| (b_old[k] - mean_v[k]) * factors[k] + beta_v[k]).collect();
+        let b_new: Vec<f32> = (0..m)
+            .map(|k| (b_old[k] - mean_v[k]) * factors[k] + beta_v[k])
+            .collect();
         let w_shape = w.shape().to_vec();
         let conv_name = conv.name.clone();
         let w_tensor = Tensor::from_f32(&w_shape, w_new)
             .ok_or_else(|| Error::node(&conv_name, "Conv", "folded weight shape mismatch"))?;
-        let b_tensor =
-            Tensor::from_f32(&[m], b_new).ok_or_else(|| Error::node(&conv_name, "Conv", "folded bias shape mismatch"))?;
+        let b_tensor = Tensor::from_f32(&[m], b_new)
+            .ok_or_else(|| Error::node(&conv_name, "Conv", "folded bias shape mismatch"))?;
         let w_new_id = g.add_constant(format!("{conv_name}.folded_weight"), w_tensor);
         let b_new_id = g.add_constant(format!("{conv_name}.folded_bias"), b_tensor);
         let out = bn.outputs[0];
@@ -212,7 +236,10 @@ fn epilogue_activation(g: &Graph, node: &Node) -> Option<Activation> {
                     }
                 }
             };
-            Some(Activation::Clip(bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?))
+            Some(Activation::Clip(
+                bound(1, f32::NEG_INFINITY)?,
+                bound(2, f32::INFINITY)?,
+            ))
         }
         _ => None,
     }
@@ -244,9 +271,16 @@ fn fuse_conv_epilogues(g: &mut Graph) {
         if let Some(r) = single_reader(g, out) {
             let add = &g.nodes[r];
             if matches!(add.op, Op::Add) && add.inputs.len() == 2 && add.outputs.len() == 1 {
-                let other = if add.inputs[0] == Some(out) { add.inputs[1] } else { add.inputs[0] };
+                let other = if add.inputs[0] == Some(out) {
+                    add.inputs[1]
+                } else {
+                    add.inputs[0]
+                };
                 if let Some(other) = other {
-                    if other != out && shape_of(g, other).is_some() && shape_of(g, other) == shape_of(g, out) {
+                    if other != out
+                        && shape_of(g, other).is_some()
+                        && shape_of(g, other) == shape_of(g, out)
+                    {
                         residual = Some(other);
                         removed.push(r);
                         out = add.outputs[0];
@@ -270,7 +304,11 @@ fn fuse_conv_epilogues(g: &mut Graph) {
         }
         let tail = *removed.iter().max().unwrap_or(&i);
         let mut fused = g.nodes[i].clone();
-        fused.op = Op::FusedConv { conv: attrs, activation, has_residual: residual.is_some() };
+        fused.op = Op::FusedConv {
+            conv: attrs,
+            activation,
+            has_residual: residual.is_some(),
+        };
         if let Some(r) = residual {
             fused.inputs.resize(3, None);
             fused.inputs.push(Some(r));

@@ -65,7 +65,10 @@ impl MemoryPlan {
     pub fn validate(&self) -> Result<()> {
         for (i, a) in self.values.iter().enumerate() {
             if a.offset % ALIGN != 0 || a.offset + a.bytes > self.arena_bytes {
-                return Err(Error::Model(format!("memory plan: value {:?} misplaced", a.value)));
+                return Err(Error::Model(format!(
+                    "memory plan: value {:?} misplaced",
+                    a.value
+                )));
             }
             for b in &self.values[i + 1..] {
                 let same_buffer = self.root(a.value) == self.root(b.value);
@@ -121,12 +124,18 @@ pub fn in_place_input(op: &Op) -> Option<usize> {
 /// Byte size of a value of a bound graph.
 pub fn value_bytes(graph: &Graph, id: ValueId) -> Result<usize> {
     let info = graph.value(id);
-    let shape = info
-        .fixed_shape()
-        .ok_or_else(|| Error::Model(format!("value '{}' has no fixed shape (graph not bound)", info.name)))?;
-    let dtype = info
-        .dtype
-        .ok_or_else(|| Error::Model(format!("value '{}' has no element type (graph not bound)", info.name)))?;
+    let shape = info.fixed_shape().ok_or_else(|| {
+        Error::Model(format!(
+            "value '{}' has no fixed shape (graph not bound)",
+            info.name
+        ))
+    })?;
+    let dtype = info.dtype.ok_or_else(|| {
+        Error::Model(format!(
+            "value '{}' has no element type (graph not bound)",
+            info.name
+        ))
+    })?;
     Ok(shape.iter().product::<usize>() * dtype.size_of())
 }
 
@@ -146,7 +155,14 @@ pub fn plan(graph: &Graph, in_place: bool) -> Result<MemoryPlan> {
         }
         let bytes = value_bytes(graph, id)?;
         index.insert(id, values.len());
-        values.push(PlannedValue { value: id, bytes, offset: 0, first, last: first, in_place_of: None });
+        values.push(PlannedValue {
+            value: id,
+            bytes,
+            offset: 0,
+            first,
+            last: first,
+            in_place_of: None,
+        });
         Ok(())
     };
     for &id in &graph.inputs {
@@ -197,8 +213,11 @@ pub fn plan(graph: &Graph, in_place: bool) -> Result<MemoryPlan> {
         if in_place && v.first < n && !graph.inputs.contains(&v.value) {
             let node = &graph.nodes[v.first];
             if node.outputs.first() == Some(&v.value) {
-                if let Some(src) = in_place_input(&node.op).and_then(|j| node.inputs.get(j).copied().flatten()) {
-                    let appears_once = node.inputs.iter().flatten().filter(|&&x| x == src).count() == 1;
+                if let Some(src) =
+                    in_place_input(&node.op).and_then(|j| node.inputs.get(j).copied().flatten())
+                {
+                    let appears_once =
+                        node.inputs.iter().flatten().filter(|&&x| x == src).count() == 1;
                     if let Some(&s) = index.get(&src) {
                         let b = group[s];
                         let ok = appears_once
@@ -231,7 +250,12 @@ pub fn plan(graph: &Graph, in_place: bool) -> Result<MemoryPlan> {
 
     // Greedy by size: biggest buffers first, each at the lowest offset free during its range.
     let mut order: Vec<usize> = (0..buffers.len()).collect();
-    order.sort_by(|&a, &b| buffers[b].0.cmp(&buffers[a].0).then(buffers[a].1.cmp(&buffers[b].1)));
+    order.sort_by(|&a, &b| {
+        buffers[b]
+            .0
+            .cmp(&buffers[a].0)
+            .then(buffers[a].1.cmp(&buffers[b].1))
+    });
     let mut offsets = vec![0usize; buffers.len()];
     let mut placed: Vec<usize> = Vec::new();
     let mut arena_bytes = 0usize;

@@ -9,7 +9,8 @@
 use crate::ir::{Activation, ConvAttrs, Graph, Node, Op, PoolAttrs, ValueId};
 use crate::kernels::conv::{conv, conv_scratch_len, ConvGeometry, PackedConvWeights};
 use crate::kernels::elementwise::{
-    activation_inplace, batch_norm_scale_shift, binary, binary_inplace, channel_affine_inplace, BinOp,
+    activation_inplace, batch_norm_scale_shift, binary, binary_inplace, channel_affine_inplace,
+    BinOp,
 };
 use crate::kernels::gemm::{sgemm, GemmBackend};
 use crate::kernels::pool::{global_pool, pool, PoolGeometry, PoolKind};
@@ -50,20 +51,44 @@ pub enum Kind {
         residual: Option<Span>,
         act: Activation,
     },
-    Pool { geom: PoolGeometry, kind: PoolKind },
-    GlobalPool { planes: usize, plane: usize, max: bool },
+    Pool {
+        geom: PoolGeometry,
+        kind: PoolKind,
+    },
+    GlobalPool {
+        planes: usize,
+        plane: usize,
+        max: bool,
+    },
     /// `out = act(in)`.
     Activation(Activation),
     /// `out = in · scale[c] + shift[c]` (BatchNormalization).
-    Affine { channels: usize, inner: usize, scale: Vec<f32>, shift: Vec<f32> },
+    Affine {
+        channels: usize,
+        inner: usize,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    },
     /// `out = a op b`.
-    Binary { op: BinOp, b: Operand },
+    Binary {
+        op: BinOp,
+        b: Operand,
+    },
     /// `out[m×n] = bias + a[m×k] · b[k×n]` with `b` (and alpha) prepared at load.
-    Gemm { m: usize, n: usize, k: usize, b: Vec<f32>, bias: Option<Vec<f32>> },
+    Gemm {
+        m: usize,
+        n: usize,
+        k: usize,
+        b: Vec<f32>,
+        bias: Option<Vec<f32>>,
+    },
     /// Same data, new shape (Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout).
     Copy,
     /// Concatenation: `outer` blocks, each made of every input's `inner_len` run in order.
-    Concat { outer: usize, parts: Vec<(Span, usize)> },
+    Concat {
+        outer: usize,
+        parts: Vec<(Span, usize)>,
+    },
 }
 
 /// A node prepared for a kernel: its main input and output places and what to run.
@@ -86,7 +111,12 @@ fn split(arena: &mut [f32], out: Span) -> (&[f32], &mut [f32], &[f32]) {
     (left, mid, right)
 }
 
-fn read<'a>(left: &'a [f32], right: &'a [f32], out: Span, s: Span) -> Result<&'a [f32], KernelError> {
+fn read<'a>(
+    left: &'a [f32],
+    right: &'a [f32],
+    out: Span,
+    s: Span,
+) -> Result<&'a [f32], KernelError> {
     if s.end() <= out.start {
         Ok(&left[s.start..s.end()])
     } else if s.start >= out.end() {
@@ -97,6 +127,20 @@ fn read<'a>(left: &'a [f32], right: &'a [f32], out: Span, s: Span) -> Result<&'a
 }
 
 impl Step {
+    /// Bytes of constants this step holds in its own layout (packed weights, Gemm B, bias).
+    pub fn packed_bytes(&self) -> usize {
+        4 * match &self.kind {
+            Kind::Conv { geom, .. } => geom.weight_len() + geom.out_channels,
+            Kind::Gemm { b, bias, .. } => b.len() + bias.as_ref().map_or(0, Vec::len),
+            Kind::Affine { scale, shift, .. } => scale.len() + shift.len(),
+            Kind::Binary {
+                b: Operand::SameConst(v) | Operand::Channel(v, ..),
+                ..
+            } => v.len(),
+            _ => 0,
+        }
+    }
+
     /// Runs the step on the arena. `scratch` holds at least `self.scratch` floats.
     pub fn run(&self, arena: &mut [f32], scratch: &mut [f32]) -> Result<(), KernelError> {
         let out = self.output;
@@ -104,8 +148,15 @@ impl Step {
         let (left, dst, right) = split(arena, out);
         let src = |s: Span| read(left, right, out, s);
         match &self.kind {
-            Kind::Conv { geom, weights, residual, act } => {
-                let x = src(self.input.ok_or_else(|| KernelError("conv without input".into()))?)?;
+            Kind::Conv {
+                geom,
+                weights,
+                residual,
+                act,
+            } => {
+                let x = src(self
+                    .input
+                    .ok_or_else(|| KernelError("conv without input".into()))?)?;
                 let r = match residual {
                     Some(r) => Some(src(*r)?),
                     None => None,
@@ -113,29 +164,55 @@ impl Step {
                 conv(geom, x, weights, r, *act, dst, &mut scratch[..self.scratch])
             }
             Kind::Pool { geom, kind } => {
-                let x = src(self.input.ok_or_else(|| KernelError("pool without input".into()))?)?;
+                let x = src(self
+                    .input
+                    .ok_or_else(|| KernelError("pool without input".into()))?)?;
                 pool(geom, *kind, x, dst)
             }
             Kind::GlobalPool { planes, plane, max } => {
-                let x = src(self.input.ok_or_else(|| KernelError("pool without input".into()))?)?;
+                let x = src(self
+                    .input
+                    .ok_or_else(|| KernelError("pool without input".into()))?)?;
                 global_pool(x, *planes, *plane, *max, dst)
             }
             Kind::Activation(act) => {
                 if !in_place {
-                    dst.copy_from_slice(src(self.input.ok_or_else(|| KernelError("no input".into()))?)?);
+                    dst.copy_from_slice(src(self
+                        .input
+                        .ok_or_else(|| KernelError("no input".into()))?)?);
                 }
                 activation_inplace(dst, *act);
                 Ok(())
             }
-            Kind::Affine { channels, inner, scale, shift } => {
+            Kind::Affine {
+                channels,
+                inner,
+                scale,
+                shift,
+            } => {
                 if !in_place {
-                    dst.copy_from_slice(src(self.input.ok_or_else(|| KernelError("no input".into()))?)?);
+                    dst.copy_from_slice(src(self
+                        .input
+                        .ok_or_else(|| KernelError("no input".into()))?)?);
                 }
-                channel_affine_inplace(dst, *channels, *inner, Some(scale), Some(shift), Activation::None);
+                channel_affine_inplace(
+                    dst,
+                    *channels,
+                    *inner,
+                    Some(scale),
+                    Some(shift),
+                    Activation::None,
+                );
                 Ok(())
             }
             Kind::Binary { op, b } => {
-                let a = if in_place { None } else { Some(src(self.input.ok_or_else(|| KernelError("no input".into()))?)?) };
+                let a = if in_place {
+                    None
+                } else {
+                    Some(src(self
+                        .input
+                        .ok_or_else(|| KernelError("no input".into()))?)?)
+                };
                 match b {
                     Operand::Same(bs) => {
                         let bv = src(*bs)?;
@@ -153,12 +230,28 @@ impl Step {
                             dst.copy_from_slice(a);
                         }
                         match op {
-                            BinOp::Add => channel_affine_inplace(dst, *channels, *inner, None, Some(v), Activation::None),
-                            BinOp::Mul => channel_affine_inplace(dst, *channels, *inner, Some(v), None, Activation::None),
+                            BinOp::Add => channel_affine_inplace(
+                                dst,
+                                *channels,
+                                *inner,
+                                None,
+                                Some(v),
+                                Activation::None,
+                            ),
+                            BinOp::Mul => channel_affine_inplace(
+                                dst,
+                                *channels,
+                                *inner,
+                                Some(v),
+                                None,
+                                Activation::None,
+                            ),
                             // `prepare` only builds Channel operands for Add and Mul (Sub is
                             // turned into Add of the negated constant).
                             BinOp::Sub | BinOp::Div => {
-                                return Err(KernelError("per-channel operand only for Add/Mul".into()))
+                                return Err(KernelError(
+                                    "per-channel operand only for Add/Mul".into(),
+                                ))
                             }
                         }
                     }
@@ -170,12 +263,27 @@ impl Step {
                 if let Some(bias) = bias {
                     dst.copy_from_slice(bias);
                 }
-                sgemm(GemmBackend::Gemm, *m, *n, *k, a, *k, b, *n, dst, *n, bias.is_some(), rayon::current_num_threads());
+                sgemm(
+                    GemmBackend::Gemm,
+                    *m,
+                    *n,
+                    *k,
+                    a,
+                    *k,
+                    b,
+                    *n,
+                    dst,
+                    *n,
+                    bias.is_some(),
+                    rayon::current_num_threads(),
+                );
                 Ok(())
             }
             Kind::Copy => {
                 if !in_place {
-                    dst.copy_from_slice(src(self.input.ok_or_else(|| KernelError("no input".into()))?)?);
+                    dst.copy_from_slice(src(self
+                        .input
+                        .ok_or_else(|| KernelError("no input".into()))?)?);
                 }
                 Ok(())
             }
@@ -222,25 +330,66 @@ fn conv_geometry(attrs: &ConvAttrs, x: &[usize], w: &[usize]) -> Option<ConvGeom
     if w.len() != nd + 2 {
         return None;
     }
-    let kernel = attrs.kernel_shape.clone().unwrap_or_else(|| w[2..].to_vec());
+    let kernel = attrs
+        .kernel_shape
+        .clone()
+        .unwrap_or_else(|| w[2..].to_vec());
     let ones = vec![1; nd];
-    let strides = if attrs.strides.is_empty() { ones.clone() } else { attrs.strides.clone() };
-    let dil = if attrs.dilations.is_empty() { ones } else { attrs.dilations.clone() };
-    let pads = if attrs.pads.is_empty() { vec![0; 2 * nd] } else { attrs.pads.clone() };
+    let strides = if attrs.strides.is_empty() {
+        ones.clone()
+    } else {
+        attrs.strides.clone()
+    };
+    let dil = if attrs.dilations.is_empty() {
+        ones
+    } else {
+        attrs.dilations.clone()
+    };
+    let pads = if attrs.pads.is_empty() {
+        vec![0; 2 * nd]
+    } else {
+        attrs.pads.clone()
+    };
     if pads.len() != 2 * nd || attrs.auto_pad != crate::ir::AutoPad::NotSet {
         return None;
     }
-    ConvGeometry::new(x[0], x[1], &x[2..], w[0], &kernel, &strides, &dil, &pads[..nd], &pads[nd..], attrs.group.max(1))
-        .ok()
+    ConvGeometry::new(
+        x[0],
+        x[1],
+        &x[2..],
+        w[0],
+        &kernel,
+        &strides,
+        &dil,
+        &pads[..nd],
+        &pads[nd..],
+        attrs.group.max(1),
+    )
+    .ok()
 }
 
 fn pool_geometry(attrs: &PoolAttrs, x: &[usize], y: &[usize]) -> Option<PoolGeometry> {
     let nd = x.len().checked_sub(2)?;
     let ones = vec![1; nd];
-    let strides = if attrs.strides.is_empty() { ones.clone() } else { attrs.strides.clone() };
-    let dil = if attrs.dilations.is_empty() { ones } else { attrs.dilations.clone() };
-    let pads = if attrs.pads.is_empty() { vec![0; 2 * nd] } else { attrs.pads.clone() };
-    if pads.len() != 2 * nd || attrs.kernel_shape.len() != nd || attrs.auto_pad != crate::ir::AutoPad::NotSet {
+    let strides = if attrs.strides.is_empty() {
+        ones.clone()
+    } else {
+        attrs.strides.clone()
+    };
+    let dil = if attrs.dilations.is_empty() {
+        ones
+    } else {
+        attrs.dilations.clone()
+    };
+    let pads = if attrs.pads.is_empty() {
+        vec![0; 2 * nd]
+    } else {
+        attrs.pads.clone()
+    };
+    if pads.len() != 2 * nd
+        || attrs.kernel_shape.len() != nd
+        || attrs.auto_pad != crate::ir::AutoPad::NotSet
+    {
         return None;
     }
     let g = PoolGeometry {
@@ -287,12 +436,22 @@ pub fn prepare(cx: &Ctx, node: &Node) -> Result<Option<Step>, KernelError> {
         return Ok(None);
     };
     let step = |input: Option<Span>, kind: Kind, macs: u64, scratch: usize| {
-        Ok(Some(Step { input, output, kind, macs, scratch }))
+        Ok(Some(Step {
+            input,
+            output,
+            kind,
+            macs,
+            scratch,
+        }))
     };
     match &node.op {
         Op::Conv(attrs) | Op::FusedConv { conv: attrs, .. } => {
             let (act, has_res) = match &node.op {
-                Op::FusedConv { activation, has_residual, .. } => (*activation, *has_residual),
+                Op::FusedConv {
+                    activation,
+                    has_residual,
+                    ..
+                } => (*activation, *has_residual),
                 _ => (Activation::None, false),
             };
             let Some(x) = input else { return Ok(None) };
@@ -317,32 +476,61 @@ pub fn prepare(cx: &Ctx, node: &Node) -> Result<Option<Step>, KernelError> {
             } else {
                 None
             };
-            let Some(geom) = conv_geometry(attrs, &xs, &ws) else { return Ok(None) };
+            let Some(geom) = conv_geometry(attrs, &xs, &ws) else {
+                return Ok(None);
+            };
             if geom.output_len() != output.len || geom.out_spatial[..] != out_shape[2..] {
                 return Ok(None);
             }
             let weights = PackedConvWeights::new(&geom, &w, bias.as_deref())?;
             let scratch = conv_scratch_len(&geom, &weights, cx.threads);
             let macs = geom.macs();
-            step(Some(x), Kind::Conv { geom, weights: Box::new(weights), residual, act }, macs, scratch)
+            step(
+                Some(x),
+                Kind::Conv {
+                    geom,
+                    weights: Box::new(weights),
+                    residual,
+                    act,
+                },
+                macs,
+                scratch,
+            )
         }
         Op::MaxPool(a) | Op::AveragePool(a) => {
-            let (Some(x), Some(xs)) = (input, inp(0).and_then(|i| cx.shape(i))) else { return Ok(None) };
-            let Some(geom) = pool_geometry(a, &xs, &out_shape) else { return Ok(None) };
+            let (Some(x), Some(xs)) = (input, inp(0).and_then(|i| cx.shape(i))) else {
+                return Ok(None);
+            };
+            let Some(geom) = pool_geometry(a, &xs, &out_shape) else {
+                return Ok(None);
+            };
             let kind = match node.op {
                 Op::MaxPool(_) => PoolKind::Max,
-                _ => PoolKind::Avg { count_include_pad: a.count_include_pad },
+                _ => PoolKind::Avg {
+                    count_include_pad: a.count_include_pad,
+                },
             };
             step(Some(x), Kind::Pool { geom, kind }, 0, 0)
         }
         Op::GlobalAveragePool | Op::GlobalMaxPool => {
-            let (Some(x), Some(xs)) = (input, inp(0).and_then(|i| cx.shape(i))) else { return Ok(None) };
+            let (Some(x), Some(xs)) = (input, inp(0).and_then(|i| cx.shape(i))) else {
+                return Ok(None);
+            };
             if xs.len() < 2 {
                 return Ok(None);
             }
             let planes = xs[0] * xs[1];
             let plane = xs[2..].iter().product();
-            step(Some(x), Kind::GlobalPool { planes, plane, max: matches!(node.op, Op::GlobalMaxPool) }, 0, 0)
+            step(
+                Some(x),
+                Kind::GlobalPool {
+                    planes,
+                    plane,
+                    max: matches!(node.op, Op::GlobalMaxPool),
+                },
+                0,
+                0,
+            )
         }
         Op::Relu | Op::LeakyRelu { .. } | Op::Sigmoid | Op::Clip => {
             let Some(x) = input else { return Ok(None) };
@@ -353,7 +541,10 @@ pub fn prepare(cx: &Ctx, node: &Node) -> Result<Option<Step>, KernelError> {
                 Op::Relu => Activation::Relu,
                 Op::LeakyRelu { alpha } => Activation::LeakyRelu(alpha),
                 Op::Sigmoid => Activation::Sigmoid,
-                _ => match (clip_bound(cx, inp(1), f32::NEG_INFINITY), clip_bound(cx, inp(2), f32::INFINITY)) {
+                _ => match (
+                    clip_bound(cx, inp(1), f32::NEG_INFINITY),
+                    clip_bound(cx, inp(2), f32::INFINITY),
+                ) {
                     (Some(lo), Some(hi)) => Activation::Clip(lo, hi),
                     _ => return Ok(None),
                 },
@@ -361,7 +552,9 @@ pub fn prepare(cx: &Ctx, node: &Node) -> Result<Option<Step>, KernelError> {
             step(Some(x), Kind::Activation(act), 0, 0)
         }
         Op::BatchNormalization { epsilon } => {
-            let (Some(x), Some(xs)) = (input, inp(0).and_then(|i| cx.shape(i))) else { return Ok(None) };
+            let (Some(x), Some(xs)) = (input, inp(0).and_then(|i| cx.shape(i))) else {
+                return Ok(None);
+            };
             let p: Option<Vec<Vec<f32>>> = (1..5).map(|k| cx.const_f32(inp(k))).collect();
             let Some(p) = p else { return Ok(None) };
             if xs.len() < 2 || p.iter().any(|v| v.len() != xs[1]) || x.len != output.len {
@@ -369,10 +562,21 @@ pub fn prepare(cx: &Ctx, node: &Node) -> Result<Option<Step>, KernelError> {
             }
             let (scale, shift) = batch_norm_scale_shift(&p[0], &p[1], &p[2], &p[3], *epsilon);
             let inner = xs[2..].iter().product();
-            step(Some(x), Kind::Affine { channels: xs[1], inner, scale, shift }, 0, 0)
+            step(
+                Some(x),
+                Kind::Affine {
+                    channels: xs[1],
+                    inner,
+                    scale,
+                    shift,
+                },
+                0,
+                0,
+            )
         }
         Op::Add | Op::Sub | Op::Mul | Op::Div => {
-            let (Some(x), Some(xs), Some(b_id)) = (input, inp(0).and_then(|i| cx.shape(i)), inp(1)) else {
+            let (Some(x), Some(xs), Some(b_id)) = (input, inp(0).and_then(|i| cx.shape(i)), inp(1))
+            else {
                 return Ok(None);
             };
             if xs != out_shape {
@@ -384,7 +588,9 @@ pub fn prepare(cx: &Ctx, node: &Node) -> Result<Option<Step>, KernelError> {
                 Op::Mul => BinOp::Mul,
                 _ => BinOp::Div,
             };
-            let Some(bs) = cx.shape(b_id) else { return Ok(None) };
+            let Some(bs) = cx.shape(b_id) else {
+                return Ok(None);
+            };
             let operand = if let Some(s) = cx.span(Some(b_id)) {
                 if bs != out_shape || Some(b_id) == inp(0) {
                     return Ok(None);
@@ -394,7 +600,9 @@ pub fn prepare(cx: &Ctx, node: &Node) -> Result<Option<Step>, KernelError> {
                 if bs == out_shape {
                     Operand::SameConst(v)
                 } else {
-                    let Some((channels, inner)) = channel_broadcast(&bs, &out_shape) else { return Ok(None) };
+                    let Some((channels, inner)) = channel_broadcast(&bs, &out_shape) else {
+                        return Ok(None);
+                    };
                     match op {
                         BinOp::Add | BinOp::Mul => Operand::Channel(v, channels, inner),
                         // a − b = a + (−b) exactly.
@@ -407,16 +615,28 @@ pub fn prepare(cx: &Ctx, node: &Node) -> Result<Option<Step>, KernelError> {
             };
             step(Some(x), Kind::Binary { op, b: operand }, 0, 0)
         }
-        Op::Gemm { alpha, beta, trans_a: false, trans_b } => {
-            let (Some(a), Some(as_)) = (input, inp(0).and_then(|i| cx.shape(i))) else { return Ok(None) };
-            let (Some(b), Some(bs)) = (cx.const_f32(inp(1)), inp(1).and_then(|i| cx.shape(i))) else {
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a: false,
+            trans_b,
+        } => {
+            let (Some(a), Some(as_)) = (input, inp(0).and_then(|i| cx.shape(i))) else {
+                return Ok(None);
+            };
+            let (Some(b), Some(bs)) = (cx.const_f32(inp(1)), inp(1).and_then(|i| cx.shape(i)))
+            else {
                 return Ok(None);
             };
             if as_.len() != 2 || bs.len() != 2 || out_shape.len() != 2 {
                 return Ok(None);
             }
             let (m, k) = (as_[0], as_[1]);
-            let (kb, n) = if *trans_b { (bs[1], bs[0]) } else { (bs[0], bs[1]) };
+            let (kb, n) = if *trans_b {
+                (bs[1], bs[0])
+            } else {
+                (bs[0], bs[1])
+            };
             if kb != k || out_shape != [m, n] {
                 return Ok(None);
             }
@@ -431,17 +651,39 @@ pub fn prepare(cx: &Ctx, node: &Node) -> Result<Option<Step>, KernelError> {
             let bias = match inp(2) {
                 None => None,
                 Some(c_id) => {
-                    let (Some(c), Some(cs)) = (cx.const_f32(Some(c_id)), cx.shape(c_id)) else { return Ok(None) };
-                    let Some(full) = broadcast_2d(&c, &cs, m, n) else { return Ok(None) };
-                    Some(full.into_iter().map(|v| if *beta == 1.0 { v } else { beta * v }).collect())
+                    let (Some(c), Some(cs)) = (cx.const_f32(Some(c_id)), cx.shape(c_id)) else {
+                        return Ok(None);
+                    };
+                    let Some(full) = broadcast_2d(&c, &cs, m, n) else {
+                        return Ok(None);
+                    };
+                    Some(
+                        full.into_iter()
+                            .map(|v| if *beta == 1.0 { v } else { beta * v })
+                            .collect(),
+                    )
                 }
             };
             let macs = (m * n * k) as u64;
-            step(Some(a), Kind::Gemm { m, n, k, b: bt, bias }, macs, 0)
+            step(
+                Some(a),
+                Kind::Gemm {
+                    m,
+                    n,
+                    k,
+                    b: bt,
+                    bias,
+                },
+                macs,
+                0,
+            )
         }
         Op::MatMul => {
-            let (Some(a), Some(as_)) = (input, inp(0).and_then(|i| cx.shape(i))) else { return Ok(None) };
-            let (Some(b), Some(bs)) = (cx.const_f32(inp(1)), inp(1).and_then(|i| cx.shape(i))) else {
+            let (Some(a), Some(as_)) = (input, inp(0).and_then(|i| cx.shape(i))) else {
+                return Ok(None);
+            };
+            let (Some(b), Some(bs)) = (cx.const_f32(inp(1)), inp(1).and_then(|i| cx.shape(i)))
+            else {
                 return Ok(None);
             };
             if as_.len() < 2 || bs.len() != 2 || as_[as_.len() - 1] != bs[0] {
@@ -452,9 +694,25 @@ pub fn prepare(cx: &Ctx, node: &Node) -> Result<Option<Step>, KernelError> {
             if output.len != m * n {
                 return Ok(None);
             }
-            step(Some(a), Kind::Gemm { m, n, k, b, bias: None }, (m * n * k) as u64, 0)
+            step(
+                Some(a),
+                Kind::Gemm {
+                    m,
+                    n,
+                    k,
+                    b,
+                    bias: None,
+                },
+                (m * n * k) as u64,
+                0,
+            )
         }
-        Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze | Op::Unsqueeze | Op::Identity | Op::Dropout => {
+        Op::Reshape { .. }
+        | Op::Flatten { .. }
+        | Op::Squeeze
+        | Op::Unsqueeze
+        | Op::Identity
+        | Op::Dropout => {
             let Some(x) = input else { return Ok(None) };
             if x.len != output.len {
                 return Ok(None);
@@ -471,7 +729,9 @@ pub fn prepare(cx: &Ctx, node: &Node) -> Result<Option<Step>, KernelError> {
             let outer: usize = out_shape[..ax].iter().product();
             let mut parts = Vec::new();
             for id in &node.inputs {
-                let (Some(s), Some(sh)) = (cx.span(*id), id.and_then(|i| cx.shape(i))) else { return Ok(None) };
+                let (Some(s), Some(sh)) = (cx.span(*id), id.and_then(|i| cx.shape(i))) else {
+                    return Ok(None);
+                };
                 if s.start < output.end() && output.start < s.end() {
                     return Ok(None);
                 }
@@ -486,12 +746,21 @@ pub fn prepare(cx: &Ctx, node: &Node) -> Result<Option<Step>, KernelError> {
     }
 }
 
-fn step_binary_sub(x: Span, output: Span, v: Vec<f32>, channels: usize, inner: usize) -> Result<Option<Step>, KernelError> {
+fn step_binary_sub(
+    x: Span,
+    output: Span,
+    v: Vec<f32>,
+    channels: usize,
+    inner: usize,
+) -> Result<Option<Step>, KernelError> {
     let neg = v.into_iter().map(|a| -a).collect();
     Ok(Some(Step {
         input: Some(x),
         output,
-        kind: Kind::Binary { op: BinOp::Add, b: Operand::Channel(neg, channels, inner) },
+        kind: Kind::Binary {
+            op: BinOp::Add,
+            b: Operand::Channel(neg, channels, inner),
+        },
         macs: 0,
         scratch: 0,
     }))

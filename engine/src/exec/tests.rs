@@ -1,7 +1,9 @@
 //! Tests of fusion, planning and the executor on small hand-built bound graphs, against the
 //! reference evaluator.
 
-use crate::ir::{Activation, AutoPad, ConvAttrs, Dim, Graph, Node, Op, OriginNode, PoolAttrs, ValueId};
+use crate::ir::{
+    Activation, AutoPad, ConvAttrs, Dim, Graph, Node, Op, OriginNode, PoolAttrs, ValueId,
+};
 use crate::random::normal_tensor;
 use crate::tensor::{DType, Tensor};
 
@@ -20,7 +22,13 @@ pub(crate) struct Builder {
 
 impl Builder {
     pub fn new() -> Builder {
-        Builder { g: Graph { name: "test".into(), ..Graph::default() }, seed: 1 }
+        Builder {
+            g: Graph {
+                name: "test".into(),
+                ..Graph::default()
+            },
+            seed: 1,
+        }
     }
 
     pub fn input(&mut self, name: &str, shape: &[usize]) -> ValueId {
@@ -41,15 +49,28 @@ impl Builder {
     pub fn positive(&mut self, name: &str, shape: &[usize]) -> ValueId {
         self.seed += 1;
         let t = normal_tensor(shape, self.seed);
-        let v: Vec<f32> = t.to_f64_vec().iter().map(|&x| (x.abs() + 0.5) as f32).collect();
+        let v: Vec<f32> = t
+            .to_f64_vec()
+            .iter()
+            .map(|&x| (x.abs() + 0.5) as f32)
+            .collect();
         self.constant(name, Tensor::from_f32(shape, v).unwrap())
     }
 
-    pub fn node(&mut self, name: &str, op: Op, inputs: &[Option<ValueId>], out_shapes: &[&[usize]]) -> Vec<ValueId> {
+    pub fn node(
+        &mut self,
+        name: &str,
+        op: Op,
+        inputs: &[Option<ValueId>],
+        out_shapes: &[&[usize]],
+    ) -> Vec<ValueId> {
         let outputs: Vec<ValueId> = out_shapes
             .iter()
             .enumerate()
-            .map(|(k, s)| self.g.add_value(format!("{name}_out{k}"), Some(DType::F32), fixed(s)))
+            .map(|(k, s)| {
+                self.g
+                    .add_value(format!("{name}_out{k}"), Some(DType::F32), fixed(s))
+            })
             .collect();
         let op_type = op.type_name().to_string();
         self.g.nodes.push(Node {
@@ -57,12 +78,21 @@ impl Builder {
             op,
             inputs: inputs.to_vec(),
             outputs: outputs.clone(),
-            origin: vec![OriginNode { name: name.into(), op_type }],
+            origin: vec![OriginNode {
+                name: name.into(),
+                op_type,
+            }],
         });
         outputs
     }
 
-    pub fn node1(&mut self, name: &str, op: Op, inputs: &[ValueId], out_shape: &[usize]) -> ValueId {
+    pub fn node1(
+        &mut self,
+        name: &str,
+        op: Op,
+        inputs: &[ValueId],
+        out_shape: &[usize],
+    ) -> ValueId {
         let ins: Vec<Option<ValueId>> = inputs.iter().map(|&i| Some(i)).collect();
         self.node(name, op, &ins, &[out_shape])[0]
     }
@@ -86,14 +116,33 @@ pub(crate) fn small_resnet() -> Graph {
     let x = b.input("x", &[1, 3, 8, 8]);
     let w1 = b.random("w1", &[4, 3, 3, 3]);
     let b1 = b.random("b1", &[4]);
-    let c1 = b.node1("conv1", Op::Conv(conv_attrs(3, 1, 1)), &[x, w1, b1], &[1, 4, 8, 8]);
-    let (s, bb, m) = (b.positive("bn_s", &[4]), b.random("bn_b", &[4]), b.random("bn_m", &[4]));
+    let c1 = b.node1(
+        "conv1",
+        Op::Conv(conv_attrs(3, 1, 1)),
+        &[x, w1, b1],
+        &[1, 4, 8, 8],
+    );
+    let (s, bb, m) = (
+        b.positive("bn_s", &[4]),
+        b.random("bn_b", &[4]),
+        b.random("bn_m", &[4]),
+    );
     let v = b.positive("bn_v", &[4]);
-    let n1 = b.node1("bn1", Op::BatchNormalization { epsilon: 1e-5 }, &[c1, s, bb, m, v], &[1, 4, 8, 8]);
+    let n1 = b.node1(
+        "bn1",
+        Op::BatchNormalization { epsilon: 1e-5 },
+        &[c1, s, bb, m, v],
+        &[1, 4, 8, 8],
+    );
     let r1 = b.node1("relu1", Op::Relu, &[n1], &[1, 4, 8, 8]);
     let id = b.node1("ident", Op::Identity, &[r1], &[1, 4, 8, 8]);
     let w2 = b.random("w2", &[4, 4, 3, 3]);
-    let c2 = b.node("conv2", Op::Conv(conv_attrs(3, 1, 1)), &[Some(id), Some(w2), None], &[&[1, 4, 8, 8]])[0];
+    let c2 = b.node(
+        "conv2",
+        Op::Conv(conv_attrs(3, 1, 1)),
+        &[Some(id), Some(w2), None],
+        &[&[1, 4, 8, 8]],
+    )[0];
     let a = b.node1("add", Op::Add, &[id, c2], &[1, 4, 8, 8]);
     let r2 = b.node1("relu2", Op::Relu, &[a], &[1, 4, 8, 8]);
     let pool = PoolAttrs {
@@ -110,11 +159,26 @@ pub(crate) fn small_resnet() -> Graph {
     let d = b.node1("drop", Op::Dropout, &[f], &[1, 64]);
     let wf = b.random("wf", &[10, 64]);
     let bf = b.random("bf", &[10]);
-    let y = b.node1("fc", Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: true }, &[d, wf, bf], &[1, 10]);
+    let y = b.node1(
+        "fc",
+        Op::Gemm {
+            alpha: 1.0,
+            beta: 1.0,
+            trans_a: false,
+            trans_b: true,
+        },
+        &[d, wf, bf],
+        &[1, 10],
+    );
     let c3 = b.random("clip_lo", &[]);
     let six = b.constant("six", Tensor::scalar_f32(6.0));
     let w3 = b.random("w3", &[2, 4, 1, 1]);
-    let c3v = b.node1("conv3", Op::Conv(conv_attrs(1, 1, 0)), &[p, w3], &[1, 2, 4, 4]);
+    let c3v = b.node1(
+        "conv3",
+        Op::Conv(conv_attrs(1, 1, 0)),
+        &[p, w3],
+        &[1, 2, 4, 4],
+    );
     let clip = b.node1("clip", Op::Clip, &[c3v, c3, six], &[1, 2, 4, 4]);
     let out2 = b.node1("out_ident", Op::Identity, &[clip], &[1, 2, 4, 4]);
     b.g.outputs = vec![y, out2];
@@ -128,7 +192,10 @@ fn assert_close(a: &Tensor, b: &Tensor, rel: f64) {
     let (x, y) = (a.to_f64_vec(), b.to_f64_vec());
     let scale = y.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-6);
     for (i, (p, q)) in x.iter().zip(&y).enumerate() {
-        assert!((p - q).abs() <= rel * scale, "element {i}: {p} vs {q} (scale {scale})");
+        assert!(
+            (p - q).abs() <= rel * scale,
+            "element {i}: {p} vs {q} (scale {scale})"
+        );
     }
 }
 
@@ -136,7 +203,12 @@ fn feeds(g: &Graph, seed: u64) -> Vec<(ValueId, Tensor)> {
     g.inputs
         .iter()
         .enumerate()
-        .map(|(k, &id)| (id, normal_tensor(&g.value(id).fixed_shape().unwrap(), seed + k as u64)))
+        .map(|(k, &id)| {
+            (
+                id,
+                normal_tensor(&g.value(id).fixed_shape().unwrap(), seed + k as u64),
+            )
+        })
         .collect()
 }
 
@@ -146,24 +218,47 @@ fn fusion_keeps_numerics_and_names() {
     let opt = optimize(&g).unwrap();
     let types: Vec<&str> = opt.nodes.iter().map(|n| n.op.type_name()).collect();
     // conv1(+bn+relu), conv2(+add+relu), pool, flatten, fc, conv3(+clip).
-    assert_eq!(types, ["Conv", "Conv", "MaxPool", "Flatten", "Gemm", "Conv"], "{:#?}", opt.nodes);
-    let origin = |k: usize| opt.nodes[k].origin.iter().map(|o| o.name.as_str()).collect::<Vec<_>>();
+    assert_eq!(
+        types,
+        ["Conv", "Conv", "MaxPool", "Flatten", "Gemm", "Conv"],
+        "{:#?}",
+        opt.nodes
+    );
+    let origin = |k: usize| {
+        opt.nodes[k]
+            .origin
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(origin(0), ["conv1", "bn1", "relu1"]);
     assert_eq!(origin(1), ["conv2", "add", "relu2"]);
     assert_eq!(origin(5), ["conv3", "clip"]);
     match &opt.nodes[1].op {
-        Op::FusedConv { activation, has_residual, .. } => {
+        Op::FusedConv {
+            activation,
+            has_residual,
+            ..
+        } => {
             assert_eq!(*activation, Activation::Relu);
             assert!(*has_residual);
         }
         other => panic!("expected FusedConv, got {other:?}"),
     }
     match &opt.nodes[5].op {
-        Op::FusedConv { activation: Activation::Clip(_, hi), has_residual: false, .. } => assert_eq!(*hi, 6.0),
+        Op::FusedConv {
+            activation: Activation::Clip(_, hi),
+            has_residual: false,
+            ..
+        } => assert_eq!(*hi, 6.0),
         other => panic!("expected FusedConv with Clip, got {other:?}"),
     }
     // Output names survive the removal of the Identity that produced "feat".
-    let names: Vec<&str> = opt.outputs.iter().map(|&id| opt.value(id).name.as_str()).collect();
+    let names: Vec<&str> = opt
+        .outputs
+        .iter()
+        .map(|&id| opt.value(id).name.as_str())
+        .collect();
     assert_eq!(names, ["y", "feat"]);
     // The BN parameters and the original conv1 weights are gone.
     assert!(opt.constants.len() < g.constants.len());
@@ -216,6 +311,8 @@ fn plan_detects_overlap() {
 fn run_exec(g: &Graph, threads: usize, f: &[(ValueId, Tensor)]) -> Vec<Tensor> {
     let p = plan::plan(g, true).unwrap();
     let mut ex = CpuExecutor::new(g.clone(), &p, threads).unwrap();
+    // Every node of these graphs has a fast kernel.
+    assert_eq!(ex.kernel_nodes(), g.nodes.len());
     let ins: Vec<&Tensor> = f.iter().map(|(_, t)| t).collect();
     let mut trace = Vec::new();
     let first = ex.run(&ins, Some(&mut trace)).unwrap();
@@ -250,5 +347,79 @@ fn thread_counts_agree() {
     let two = run_exec(&opt, 2, &f);
     for (a, b) in one.iter().zip(&two) {
         assert_close(a, b, 1e-6);
+    }
+}
+
+mod session {
+    use super::*;
+    use crate::error::Error;
+    use crate::session::{Backend, Model, Session, SessionOptions};
+
+    fn session(optimize: bool, threads: usize) -> Session {
+        let model = Model::from_graph(small_resnet(), "test:small_resnet");
+        Session::new(&model, &SessionOptions { optimize, threads, ..SessionOptions::default() }).unwrap()
+    }
+
+    fn input() -> Tensor {
+        normal_tensor(&[1, 3, 8, 8], 5)
+    }
+
+    #[test]
+    fn runs_and_matches_reference() {
+        let g = small_resnet();
+        let want = crate::ops::run_reference(&g, &[(g.inputs[0], input())]).unwrap();
+        for optimize in [false, true] {
+            let mut s = session(optimize, 1);
+            let out = s.run(&[("x", input())]).unwrap();
+            let names: Vec<&str> = out.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(names, ["y", "feat"]);
+            for ((_, a), b) in out.iter().zip(&want) {
+                assert_close(a, b, 1e-5);
+            }
+            let (out2, trace) = s.run_profiled(&[("x", input())]).unwrap();
+            assert_eq!(out, out2, "same thread count must give bit-identical outputs");
+            assert_eq!(trace.nodes.len(), s.exec_graph().nodes.len());
+            assert!(trace.peak_live_bytes >= s.memory_plan().planned_peak_bytes as u64);
+            // conv MACs: 8·8·4·27 + 8·8·4·36 + 4·4·2·4, fc 640.
+            let macs: u64 = trace.nodes.iter().map(|n| n.macs_executed).sum();
+            assert_eq!(macs, 8 * 8 * 4 * 27 + 8 * 8 * 4 * 36 + 4 * 4 * 2 * 4 + 640);
+            assert_eq!(s.bound_graph().nodes.len(), 14);
+            assert_eq!(s.input_infos()[0].fixed_shape(), Some(vec![1, 3, 8, 8]));
+        }
+    }
+
+    #[test]
+    fn rejects_bad_inputs() {
+        let mut s = session(true, 1);
+        let msg = |r: crate::Result<Vec<(String, Tensor)>>| match r {
+            Err(Error::Input { name, message }) => format!("{name}: {message}"),
+            other => panic!("expected an input error, got {other:?}"),
+        };
+        let m = msg(s.run(&[("x", normal_tensor(&[1, 3, 8, 9], 1))]));
+        assert!(m.contains("[1, 3, 8, 8]") && m.contains("[1, 3, 8, 9]"), "{m}");
+        let m = msg(s.run(&[("x", Tensor::zeros(crate::DType::I64, &[1, 3, 8, 8]))]));
+        assert!(m.contains("float32") && m.contains("int64"), "{m}");
+        let m = msg(s.run(&[]));
+        assert!(m.starts_with("x: missing"), "{m}");
+        let m = msg(s.run(&[("x", input()), ("nope", input())]));
+        assert!(m.starts_with("nope: no such model input"), "{m}");
+    }
+
+    #[test]
+    fn refuses_over_memory_limit_and_unknown_backend() {
+        let model = Model::from_graph(small_resnet(), "test");
+        let opts = SessionOptions { max_memory: Some(1000), ..SessionOptions::default() };
+        match Session::new(&model, &opts) {
+            Err(Error::MemoryLimit { requested, limit, .. }) => {
+                assert_eq!(limit, 1000);
+                assert!(requested > 1000);
+            }
+            other => panic!("expected MemoryLimit, got {:?}", other.err()),
+        }
+        let opts = SessionOptions { backend: Backend::Wgpu, ..SessionOptions::default() };
+        assert!(matches!(Session::new(&model, &opts), Err(Error::Backend { .. })));
+        let mut opts = SessionOptions::default();
+        opts.input_shapes.insert("nope".into(), vec![1]);
+        assert!(matches!(Session::new(&model, &opts), Err(Error::Input { .. })));
     }
 }
