@@ -197,6 +197,142 @@ pub fn sgemm(
     }
 }
 
+/// A read-only matrix view with arbitrary (non-negative) row and column strides, so
+/// transposed operands (ONNX Gemm's `transA`/`transB`) need no copy: the transpose of a
+/// row-major `r×c` matrix with row stride `ld` is `MatRef { rs: 1, cs: ld, .. }`.
+#[derive(Debug, Clone, Copy)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    /// Elements between consecutive rows.
+    pub rs: usize,
+    /// Elements between consecutive columns.
+    pub cs: usize,
+}
+
+impl MatRef<'_> {
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `C = A·B` (or `C += A·B`) for any strides (`A: m×k`, `B: k×n`, `C: m×n` with row stride
+/// `c_rs` and column stride `c_cs`), for ONNX Gemm/MatMul with transposed operands.
+///
+/// Matrix–vector cases go to the GEMV kernels when the vector side allows it (`n == 1` with
+/// A's rows contiguous: a fully connected layer `yᵀ = W · xᵀ` with W stored `[out × in]`, i.e.
+/// ONNX `Gemm(x, W, transB=1)` at batch 1 is `m = out, n = 1, A = W, B = xᵀ`).
+///
+/// # Panics
+/// If a view is too small for its dimensions, or `c`'s row/column strides could make two
+/// output elements share an address (`c_rs == c_cs` with m, n > 1).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_strided(
+    backend: GemmBackend,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    c: &mut [f32],
+    c_rs: usize,
+    c_cs: usize,
+    accumulate: bool,
+    threads: usize,
+) {
+    assert!(
+        a.fits(m, k) && b.fits(k, n),
+        "sgemm_strided: operand too small"
+    );
+    let c_fits = m == 0 || n == 0 || (m - 1) * c_rs + (n - 1) * c_cs < c.len();
+    assert!(c_fits, "sgemm_strided: C too small");
+    // Distinct output elements must have distinct addresses.
+    assert!(
+        m <= 1 || n <= 1 || (c_rs >= n * c_cs || c_cs >= m * c_rs),
+        "sgemm_strided: overlapping output strides"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    c[i * c_rs + j * c_cs] = 0.0;
+                }
+            }
+        }
+        return;
+    }
+    if a.cs == 1 && b.cs == 1 && c_cs == 1 && a.rs >= k && b.rs >= n && c_rs >= n {
+        sgemm(
+            backend, m, n, k, a.data, a.rs, b.data, b.rs, c, c_rs, accumulate, threads,
+        );
+        return;
+    }
+    if n == 1 && a.cs == 1 && a.rs >= k && c_rs >= 1 {
+        let x: Vec<f32> = (0..k).map(|p| b.data[p * b.rs]).collect();
+        gemv_rows(m, k, a.data, a.rs, &x, c, c_rs, accumulate, threads);
+        return;
+    }
+    let threads = threads.max(1);
+    match backend {
+        GemmBackend::Gemm => {
+            let par = if threads > 1 {
+                gemm::Parallelism::Rayon(threads)
+            } else {
+                gemm::Parallelism::None
+            };
+            // SAFETY: `fits` checks above bound every element the crate reads or writes; the
+            // stride assert keeps output elements distinct; `c` is borrowed mutably.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    c.as_mut_ptr(),
+                    c_cs as isize,
+                    c_rs as isize,
+                    accumulate,
+                    a.data.as_ptr(),
+                    a.cs as isize,
+                    a.rs as isize,
+                    b.data.as_ptr(),
+                    b.cs as isize,
+                    b.rs as isize,
+                    1.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    par,
+                )
+            }
+        }
+        GemmBackend::MatrixMultiply => {
+            let beta = if accumulate { 1.0 } else { 0.0 };
+            // SAFETY: as above.
+            unsafe {
+                matrixmultiply::sgemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.data.as_ptr(),
+                    a.rs as isize,
+                    a.cs as isize,
+                    b.data.as_ptr(),
+                    b.rs as isize,
+                    b.cs as isize,
+                    beta,
+                    c.as_mut_ptr(),
+                    c_rs as isize,
+                    c_cs as isize,
+                )
+            }
+        }
+    }
+}
+
 /// Single-threaded `C = A·B` through a crate backend, without [`sgemm`]'s GEMV routing for
 /// `m == 1` / `n == 1` (benchmarks compare the crates against the GEMV kernels with it).
 ///
@@ -614,6 +750,76 @@ mod tests {
                             err < tol,
                             "{backend:?} {m}x{n}x{k} t{threads} acc{accumulate}: {err}"
                         );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strided_gemm_handles_transposes() {
+        // Y[2×5] = X[2×7] · Wᵀ with W stored [5×7] (ONNX Gemm transB=1), and the batch-1 FC
+        // form yᵀ = W · xᵀ that goes to the GEMV kernel.
+        let (bsz, inn, out) = (2, 7, 5);
+        let x = rand_vec(bsz * inn, 8);
+        let w = rand_vec(out * inn, 9);
+        let mut want = vec![0.0f64; bsz * out];
+        for i in 0..bsz {
+            for j in 0..out {
+                want[i * out + j] = (0..inn)
+                    .map(|p| x[i * inn + p] as f64 * w[j * inn + p] as f64)
+                    .sum();
+            }
+        }
+        for backend in GemmBackend::ALL {
+            for threads in [1, 2] {
+                let mut y = vec![f32::NAN; bsz * out];
+                let a = MatRef {
+                    data: &x,
+                    rs: inn,
+                    cs: 1,
+                };
+                let bt = MatRef {
+                    data: &w,
+                    rs: 1,
+                    cs: inn,
+                };
+                sgemm_strided(
+                    backend, bsz, out, inn, a, bt, &mut y, out, 1, false, threads,
+                );
+                let err = y
+                    .iter()
+                    .zip(&want)
+                    .map(|(g, w)| (*g as f64 - w).abs())
+                    .fold(0.0, |m, d| if d.is_nan() || d > m { d } else { m });
+                assert!(err < 1e-5, "{backend:?} t{threads}: {err}");
+                // Batch 1 as yᵀ = W · xᵀ, with Cᵀ written column-wise (c_rs = 1).
+                let mut y1 = vec![f32::NAN; out];
+                let wa = MatRef {
+                    data: &w,
+                    rs: inn,
+                    cs: 1,
+                };
+                let xt = MatRef {
+                    data: &x[..inn],
+                    rs: 1,
+                    cs: 1,
+                };
+                sgemm_strided(backend, out, 1, inn, wa, xt, &mut y1, 1, 1, false, threads);
+                let err = y1
+                    .iter()
+                    .zip(&want[..out])
+                    .map(|(g, w)| (*g as f64 - w).abs())
+                    .fold(0.0, |m, d| if d.is_nan() || d > m { d } else { m });
+                assert!(err < 1e-5, "FC {backend:?} t{threads}: {err}");
+                // Transposed output (C column-major).
+                let mut yt = vec![f32::NAN; bsz * out];
+                sgemm_strided(
+                    backend, bsz, out, inn, a, bt, &mut yt, 1, bsz, false, threads,
+                );
+                for i in 0..bsz {
+                    for j in 0..out {
+                        assert!((yt[j * bsz + i] as f64 - want[i * out + j]).abs() < 1e-5);
                     }
                 }
             }

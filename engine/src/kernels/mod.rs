@@ -23,7 +23,7 @@ pub mod pool;
 
 pub use conv::{conv, conv_scratch_len, ConvAlgo, ConvGeometry, PackedConvWeights};
 pub use cpu_features::{detected_simd_level, set_max_simd_level, simd_level, SimdLevel};
-pub use gemm::{sgemm, GemmBackend};
+pub use gemm::{sgemm, sgemm_strided, GemmBackend, MatRef};
 
 /// A kernel precondition that does not hold (bad geometry, wrong slice length). The executor
 /// wraps it into `engine::Error::Node` with the node's name and op type.
