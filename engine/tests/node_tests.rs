@@ -272,8 +272,9 @@ fn onnx_backend_light_models() {
     check(&report, MUST_PASS_LIGHT);
 }
 
-/// The harness itself: every stored tensor file decodes, or is reported as an element type the
-/// engine lacks (never as a broken file), with as many values as its shape says.
+/// The harness itself and the importer's tensor reader: every stored tensor file decodes, or
+/// is reported as an element type the engine lacks (never as a broken file), and
+/// `onnx_import::read_tensor_file` agrees bit for bit with the harness's own decoder.
 #[test]
 fn harness_reads_every_tensor_file() {
     let root = common::node_tests_dir();
@@ -283,10 +284,29 @@ fn harness_reads_every_tensor_file() {
         for test_dir in sorted_dir(&root.join(suite)) {
             for ds in sorted_dir(&test_dir).into_iter().filter(|p| p.is_dir()) {
                 for f in sorted_dir(&ds) {
-                    match common::read_tensor_file(&f) {
-                        Ok(_) => decoded += 1,
-                        Err(common::ReadError::Dtype(_)) => other_dtype += 1,
-                        Err(common::ReadError::Other(m)) => {
+                    match (
+                        common::read_tensor_file(&f),
+                        common::read_tensor_file_own(&f),
+                    ) {
+                        (Ok(a), Ok(b)) => {
+                            decoded += 1;
+                            // Bitwise, so NaN payloads and -0.0 count too.
+                            let same = a.dtype() == b.dtype()
+                                && a.shape() == b.shape()
+                                && a.to_f64_vec()
+                                    .iter()
+                                    .map(|v| v.to_bits())
+                                    .eq(b.to_f64_vec().iter().map(|v| v.to_bits()));
+                            if !same {
+                                problems.push(format!(
+                                    "{}: importer and harness decode differently",
+                                    f.display()
+                                ));
+                            }
+                        }
+                        (Err(common::ReadError::Dtype(_)), _) => other_dtype += 1,
+                        (Err(common::ReadError::Other(m)), _)
+                        | (Ok(_), Err(common::ReadError::Other(m))) => {
                             // Sequence/optional data are not TensorProtos; the model says so.
                             let model = common::load_model_proto(&test_dir.join("model.onnx"));
                             if model
@@ -298,6 +318,10 @@ fn harness_reads_every_tensor_file() {
                                 other_dtype += 1;
                             }
                         }
+                        (Ok(_), Err(common::ReadError::Dtype(d))) => problems.push(format!(
+                            "{}: harness says {d}, importer decoded it",
+                            f.display()
+                        )),
                     }
                 }
             }
@@ -307,7 +331,7 @@ fn harness_reads_every_tensor_file() {
     assert!(decoded > 3000, "only {decoded} tensor files decoded");
     assert!(
         problems.is_empty(),
-        "{} unreadable files:\n  {}",
+        "{} problems:\n  {}",
         problems.len(),
         problems.join("\n  ")
     );

@@ -294,13 +294,50 @@ pub fn tensor_from_proto(t: &pb::TensorProto) -> Result<Tensor, ReadError> {
     }
 }
 
-/// Reads a serialized `TensorProto` (`input_0.pb`, ...).
-pub fn read_tensor_file(path: &Path) -> Result<Tensor, ReadError> {
+/// Reads a serialized `TensorProto` with the harness's own decoder (cross-checks the importer).
+pub fn read_tensor_file_own(path: &Path) -> Result<Tensor, ReadError> {
     let bytes =
         std::fs::read(path).map_err(|e| ReadError::Other(format!("{}: {e}", path.display())))?;
     let t = pb::TensorProto::decode(bytes.as_slice())
         .map_err(|e| ReadError::Other(format!("{}: not a TensorProto ({e})", path.display())))?;
     tensor_from_proto(&t)
+}
+
+/// The ONNX element type code stored in a tensor file.
+fn tensor_file_dtype(path: &Path) -> Result<i32, ReadError> {
+    let bytes =
+        std::fs::read(path).map_err(|e| ReadError::Other(format!("{}: {e}", path.display())))?;
+    let t = pb::TensorProto::decode(bytes.as_slice())
+        .map_err(|e| ReadError::Other(format!("{}: not a TensorProto ({e})", path.display())))?;
+    Ok(t.data_type)
+}
+
+/// Reads a serialized `TensorProto` (`input_0.pb`, ...) with the importer's reader.
+///
+/// The element type is checked first: the importer widens types the engine lacks (float16 to
+/// f32, int8 to i32...), and a test on such types is a skip, not a test of the engine.
+pub fn read_tensor_file(path: &Path) -> Result<Tensor, ReadError> {
+    let code = tensor_file_dtype(path)?;
+    if engine_dtype(code).is_none() {
+        return Err(ReadError::Dtype(onnx_dtype_name(code)));
+    }
+    let data = onnx_import::read_tensor_file(path).map_err(|e| ReadError::Other(e.to_string()))?;
+    tensor_from_data(data).map_err(ReadError::Other)
+}
+
+/// Importer tensor → engine tensor.
+pub fn tensor_from_data(data: onnx_import::TensorData) -> Result<Tensor, String> {
+    use onnx_import::TensorValues as V;
+    let shape = IxDyn(&data.dims);
+    let r = match data.values {
+        V::F32(v) => ArrayD::from_shape_vec(shape, v).map(Tensor::F32),
+        V::F64(v) => ArrayD::from_shape_vec(shape, v).map(Tensor::F64),
+        V::I64(v) => ArrayD::from_shape_vec(shape, v).map(Tensor::I64),
+        V::I32(v) => ArrayD::from_shape_vec(shape, v).map(Tensor::I32),
+        V::Bool(v) => ArrayD::from_shape_vec(shape, v).map(Tensor::Bool),
+        V::U8(v) => ArrayD::from_shape_vec(shape, v).map(Tensor::U8),
+    };
+    r.map_err(|e| format!("tensor '{}': {e}", data.name))
 }
 
 // ---------------------------------------------------------------------------------------------
