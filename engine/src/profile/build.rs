@@ -27,9 +27,9 @@ pub struct ReportMeta {
     pub peak_bandwidth_gbs: Option<f64>,
 }
 
-/// Analytic figures of one original node (what `engine::cost` computes).
+/// Analytic figures of one original node (what `engine::cost` computes for it).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub(crate) struct NodeFigures {
+pub struct NodeFigures {
     pub macs: u64,
     pub flops: u64,
     pub params: u64,
@@ -131,6 +131,55 @@ fn median(values: &mut [f64]) -> f64 {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+/// An analytic report: `figures[i]` and `rfs[i]` describe `graph.nodes[i]` of the bound graph.
+pub fn analytic_from_parts(
+    graph: &Graph,
+    figures: &[NodeFigures],
+    rfs: &[Option<RfReport>],
+    meta: &ReportMeta,
+) -> ProfileReport {
+    assemble(
+        graph,
+        figures,
+        rfs,
+        meta,
+        None,
+        estimate_activation_peak(graph),
+    )
+}
+
+/// A measured report from the traces of timed runs of `exec_graph` (the optimized graph the
+/// executor ran; its nodes' `origin` lists name the nodes of the bound `graph`).
+pub fn measured_from_parts(
+    graph: &Graph,
+    figures: &[NodeFigures],
+    rfs: &[Option<RfReport>],
+    meta: &ReportMeta,
+    exec_graph: &Graph,
+    traces: &[RunTrace],
+) -> ProfileReport {
+    let origins = exec_graph
+        .nodes
+        .iter()
+        .map(|n| {
+            if n.origin.is_empty() {
+                vec![n.name.clone()]
+            } else {
+                n.origin.iter().map(|o| o.name.clone()).collect()
+            }
+        })
+        .collect();
+    let measured = reduce_traces(traces, origins);
+    assemble(
+        graph,
+        figures,
+        rfs,
+        meta,
+        Some(&measured),
+        estimate_activation_peak(graph),
+    )
 }
 
 /// Reduces the traces of several runs to per-execution-node medians.
@@ -463,8 +512,9 @@ pub struct MeasureProgress {
     pub total: usize,
 }
 
-/// Runs `run` `warmup` times untimed and `iters` times timed, reporting progress after each.
-pub(crate) fn collect_traces(
+/// Runs `run` `warmup` times untimed and `iters` (at least 1) times timed, reporting progress
+/// after each run; returns the timed runs' traces.
+pub fn collect_traces(
     warmup: usize,
     iters: usize,
     progress: &mut dyn FnMut(MeasureProgress),
@@ -569,6 +619,57 @@ mod tests {
         assert!((conv_row.flatten().unwrap_or(0.0) - (0.420 + 0.122)).abs() < 1e-9);
         let p = conv.peak_percent.unwrap_or(0.0);
         assert!((p - 100.0 * conv.gflops.unwrap_or(0.0) / 400.0).abs() < 1e-9);
+    }
+
+    /// Runs a small conv net on the real CPU executor and checks that the per-node medians
+    /// add up to the whole-run median within 5%, and that fused groups map onto heads. Other
+    /// tests share the two cores, so a disturbed measurement is retried (up to 3 tries).
+    #[test]
+    fn node_times_add_up_to_the_run_on_the_cpu_executor() -> crate::Result<()> {
+        use crate::exec::{optimize, plan, CpuExecutor, Executor};
+        use std::time::Instant;
+        let _heavy = cpu_heavy_lock();
+        let graph = sample_graph_sized(192, 48);
+        let optimized = optimize(&graph)?;
+        let memory = plan(&optimized, true)?;
+        let mut exe = CpuExecutor::new(optimized.clone(), &memory, 1)?;
+        let input = crate::Tensor::zeros(crate::DType::F32, &[1, 3, 192, 192]);
+        let figures = vec![NodeFigures::default(); graph.nodes.len()];
+        let mut worst = Vec::new();
+        for _ in 0..3 {
+            let traces = collect_traces(2, 11, &mut |_| {}, || {
+                let start = Instant::now();
+                let mut nodes = Vec::new();
+                exe.run(&[&input], Some(&mut nodes))?;
+                Ok(RunTrace {
+                    total: start.elapsed(),
+                    nodes,
+                    peak_live_bytes: memory.planned_peak_bytes as u64,
+                })
+            })?;
+            let report =
+                measured_from_parts(&graph, &figures, &[], &sample_meta(), &optimized, &traces);
+            let timed = report.nodes.iter().filter(|n| n.time_ms.is_some()).count();
+            assert_eq!(
+                timed,
+                optimized.nodes.len(),
+                "one timed node per execution node"
+            );
+            if optimized.nodes.len() < graph.nodes.len() {
+                assert!(report
+                    .nodes
+                    .iter()
+                    .any(|n| n.fused_into.is_some() || n.exec_node.is_none()));
+            }
+            let total = report.totals.time_ms.unwrap_or(0.0);
+            let nodes = report.totals.node_time_ms.unwrap_or(0.0);
+            assert!(total > 0.0 && nodes > 0.0);
+            if (total - nodes).abs() <= 0.05 * total {
+                return Ok(());
+            }
+            worst.push((nodes, total));
+        }
+        panic!("node sums vs whole-run medians (ms) off by more than 5% in every try: {worst:?}");
     }
 
     #[test]

@@ -312,6 +312,7 @@ mod tests {
 
     #[test]
     fn calibration_is_positive_quick_and_cached() {
+        let _heavy = super::super::testutil::cpu_heavy_lock();
         let dir = std::env::temp_dir().join(format!("engine-calib-test-{}", std::process::id()));
         let path = dir.join("calibration.json");
         let start = Instant::now();
@@ -323,7 +324,9 @@ mod tests {
         assert!(text.contains(&cache_key(&cpu_model(), 1)));
         // Second call comes from the cache: identical numbers.
         let again = calibrate_with_cache(1, Some(&path));
-        assert_eq!(again, c);
+        assert_eq!((again.isa, again.threads), (c.isa, c.threads));
+        assert!((again.peak_gflops - c.peak_gflops).abs() <= 1e-9 * c.peak_gflops);
+        assert!((again.bandwidth_gbs - c.bandwidth_gbs).abs() <= 1e-9 * c.bandwidth_gbs);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

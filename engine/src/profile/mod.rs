@@ -27,7 +27,10 @@ pub mod units;
 
 use serde::{Deserialize, Serialize};
 
-pub use build::{MeasurePhase, MeasureProgress, ReportMeta};
+pub use build::{
+    analytic_from_parts, collect_traces, measured_from_parts, MeasurePhase, MeasureProgress,
+    NodeFigures, ReportMeta,
+};
 pub use csv::to_csv;
 pub use svg::to_svg;
 pub use table::to_table;

@@ -46,19 +46,41 @@ fn conv(k: usize, stride: usize, pad: usize) -> ConvAttrs {
 
 /// A small bound graph: conv → bn → relu → maxpool → conv(long name) → add → gap → flatten → gemm.
 pub fn sample_graph() -> Graph {
+    sample_graph_sized(32, 8)
+}
+
+/// [`sample_graph`] with a `hw`×`hw` input and `c` channels (weights small and non-zero).
+pub fn sample_graph_sized(hw: usize, c: usize) -> Graph {
+    let mut rng = crate::random::Rng::new(7);
+    let mut weights = |shape: &[usize]| {
+        let n = shape.iter().product();
+        let v = rng.normal_vec(n).iter().map(|x| 0.1 * x).collect();
+        Tensor::from_f32(shape, v).unwrap_or_else(|| Tensor::zeros(DType::F32, shape))
+    };
+    let h2 = hw / 2;
     let mut g = Graph {
         name: "sample".into(),
         ..Default::default()
     };
-    let x = value(&mut g, "data", &[1, 3, 32, 32]);
+    let x = value(&mut g, "data", &[1, 3, hw, hw]);
     g.inputs.push(x);
-    let w1 = g.add_constant("w1", Tensor::zeros(DType::F32, &[8, 3, 3, 3]));
-    let c1 = value(&mut g, "conv1_out", &[1, 8, 32, 32]);
+    let w1 = g.add_constant("w1", weights(&[c, 3, 3, 3]));
+    let c1 = value(&mut g, "conv1_out", &[1, c, hw, hw]);
     node(&mut g, "conv1", Op::Conv(conv(3, 1, 1)), &[x, w1], &[c1]);
     let bn: Vec<ValueId> = (0..4)
-        .map(|i| g.add_constant(format!("bn{i}"), Tensor::zeros(DType::F32, &[8])))
+        .map(|i| {
+            let t = if i == 3 {
+                Tensor::from_f32(&[c], vec![1.0; c])
+            } else {
+                Some(weights(&[c]))
+            };
+            g.add_constant(
+                format!("bn{i}"),
+                t.unwrap_or_else(|| Tensor::zeros(DType::F32, &[c])),
+            )
+        })
         .collect();
-    let b1 = value(&mut g, "bn1_out", &[1, 8, 32, 32]);
+    let b1 = value(&mut g, "bn1_out", &[1, c, hw, hw]);
     node(
         &mut g,
         "bn1",
@@ -66,9 +88,9 @@ pub fn sample_graph() -> Graph {
         &[c1, bn[0], bn[1], bn[2], bn[3]],
         &[b1],
     );
-    let r1 = value(&mut g, "relu1_out", &[1, 8, 32, 32]);
+    let r1 = value(&mut g, "relu1_out", &[1, c, hw, hw]);
     node(&mut g, "relu1", Op::Relu, &[b1], &[r1]);
-    let p1 = value(&mut g, "pool1_out", &[1, 8, 16, 16]);
+    let p1 = value(&mut g, "pool1_out", &[1, c, h2, h2]);
     let pool = PoolAttrs {
         kernel_shape: vec![2, 2],
         strides: vec![2, 2],
@@ -79,16 +101,16 @@ pub fn sample_graph() -> Graph {
         count_include_pad: false,
     };
     node(&mut g, "pool1", Op::MaxPool(pool), &[r1], &[p1]);
-    let w2 = g.add_constant("w2", Tensor::zeros(DType::F32, &[8, 8, 1, 1]));
-    let c2 = value(&mut g, "conv2_out", &[1, 8, 16, 16]);
+    let w2 = g.add_constant("w2", weights(&[c, c, 1, 1]));
+    let c2 = value(&mut g, "conv2_out", &[1, c, h2, h2]);
     node(&mut g, LONG_NAME, Op::Conv(conv(1, 1, 0)), &[p1, w2], &[c2]);
-    let a = value(&mut g, "add_out", &[1, 8, 16, 16]);
+    let a = value(&mut g, "add_out", &[1, c, h2, h2]);
     node(&mut g, "add", Op::Add, &[c2, p1], &[a]);
-    let gap = value(&mut g, "gap_out", &[1, 8, 1, 1]);
+    let gap = value(&mut g, "gap_out", &[1, c, 1, 1]);
     node(&mut g, "gap", Op::GlobalAveragePool, &[a], &[gap]);
-    let fl = value(&mut g, "flat", &[1, 8]);
+    let fl = value(&mut g, "flat", &[1, c]);
     node(&mut g, "flatten", Op::Flatten { axis: 1 }, &[gap], &[fl]);
-    let wf = g.add_constant("fc_w", Tensor::zeros(DType::F32, &[10, 8]));
+    let wf = g.add_constant("fc_w", weights(&[10, c]));
     let y = value(&mut g, "logits", &[1, 10]);
     node(
         &mut g,
@@ -215,4 +237,11 @@ pub fn sample_report(measured: bool) -> ProfileReport {
         m.as_ref(),
         peak,
     )
+}
+
+/// Serialises the profile tests that time things or saturate the cores (calibration), so they
+/// do not disturb each other.
+pub fn cpu_heavy_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
