@@ -480,7 +480,7 @@ fn check_spatial(
     pads: &[usize],
     dilations: &[usize],
 ) -> Result<(), Fail> {
-    if pads.len() % 2 != 0 {
+    if !pads.len().is_multiple_of(2) {
         return Err(Fail::Invalid(format!(
             "attribute 'pads' must have an even length (begins then ends), got {pads:?}"
         )));

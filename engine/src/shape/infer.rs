@@ -768,7 +768,7 @@ fn reshape(c: &Ctx, allowzero: bool) -> Result<OutFact> {
         if allowzero && spec.contains(&0) {
             return Err(c.err(format!("shape {spec:?} has both 0 and -1 with allowzero=1")));
         }
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(c.err(format!(
                 "cannot reshape input '{}' of shape {} ({total} elements) to {spec:?}",
                 x.name,
