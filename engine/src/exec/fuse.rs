@@ -66,7 +66,7 @@ fn remove_identities(g: &mut Graph) {
     let mut i = 0;
     while i < g.nodes.len() {
         let node = &g.nodes[i];
-        let removable = matches!(node.op, Op::Identity | Op::Dropout) && node.outputs.len() >= 1;
+        let removable = matches!(node.op, Op::Identity | Op::Dropout) && !node.outputs.is_empty();
         if !removable {
             i += 1;
             continue;
@@ -110,7 +110,7 @@ fn remove_identities(g: &mut Graph) {
     }
 }
 
-fn const_f32<'a>(g: &'a Graph, id: Option<ValueId>) -> Option<&'a ArrayD<f32>> {
+fn const_f32(g: &Graph, id: Option<ValueId>) -> Option<&ArrayD<f32>> {
     id.and_then(|id| g.constants.get(&id))
         .and_then(Tensor::as_f32)
 }

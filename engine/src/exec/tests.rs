@@ -357,7 +357,15 @@ mod session {
 
     fn session(optimize: bool, threads: usize) -> Session {
         let model = Model::from_graph(small_resnet(), "test:small_resnet");
-        Session::new(&model, &SessionOptions { optimize, threads, ..SessionOptions::default() }).unwrap()
+        Session::new(
+            &model,
+            &SessionOptions {
+                optimize,
+                threads,
+                ..SessionOptions::default()
+            },
+        )
+        .unwrap()
     }
 
     fn input() -> Tensor {
@@ -377,7 +385,10 @@ mod session {
                 assert_close(a, b, 1e-5);
             }
             let (out2, trace) = s.run_profiled(&[("x", input())]).unwrap();
-            assert_eq!(out, out2, "same thread count must give bit-identical outputs");
+            assert_eq!(
+                out, out2,
+                "same thread count must give bit-identical outputs"
+            );
             assert_eq!(trace.nodes.len(), s.exec_graph().nodes.len());
             assert!(trace.peak_live_bytes >= s.memory_plan().planned_peak_bytes as u64);
             // conv MACs: 8·8·4·27 + 8·8·4·36 + 4·4·2·4, fc 640.
@@ -396,7 +407,10 @@ mod session {
             other => panic!("expected an input error, got {other:?}"),
         };
         let m = msg(s.run(&[("x", normal_tensor(&[1, 3, 8, 9], 1))]));
-        assert!(m.contains("[1, 3, 8, 8]") && m.contains("[1, 3, 8, 9]"), "{m}");
+        assert!(
+            m.contains("[1, 3, 8, 8]") && m.contains("[1, 3, 8, 9]"),
+            "{m}"
+        );
         let m = msg(s.run(&[("x", Tensor::zeros(crate::DType::I64, &[1, 3, 8, 8]))]));
         assert!(m.contains("float32") && m.contains("int64"), "{m}");
         let m = msg(s.run(&[]));
@@ -408,18 +422,113 @@ mod session {
     #[test]
     fn refuses_over_memory_limit_and_unknown_backend() {
         let model = Model::from_graph(small_resnet(), "test");
-        let opts = SessionOptions { max_memory: Some(1000), ..SessionOptions::default() };
+        let opts = SessionOptions {
+            max_memory: Some(1000),
+            ..SessionOptions::default()
+        };
         match Session::new(&model, &opts) {
-            Err(Error::MemoryLimit { requested, limit, .. }) => {
+            Err(Error::MemoryLimit {
+                requested, limit, ..
+            }) => {
                 assert_eq!(limit, 1000);
                 assert!(requested > 1000);
             }
             other => panic!("expected MemoryLimit, got {:?}", other.err()),
         }
-        let opts = SessionOptions { backend: Backend::Wgpu, ..SessionOptions::default() };
-        assert!(matches!(Session::new(&model, &opts), Err(Error::Backend { .. })));
+        let opts = SessionOptions {
+            backend: Backend::Wgpu,
+            ..SessionOptions::default()
+        };
+        assert!(matches!(
+            Session::new(&model, &opts),
+            Err(Error::Backend { .. })
+        ));
         let mut opts = SessionOptions::default();
         opts.input_shapes.insert("nope".into(), vec![1]);
-        assert!(matches!(Session::new(&model, &opts), Err(Error::Input { .. })));
+        assert!(matches!(
+            Session::new(&model, &opts),
+            Err(Error::Input { .. })
+        ));
+    }
+}
+
+mod zoo_models {
+    use super::*;
+    use crate::session::{Model, Session, SessionOptions};
+
+    /// A whole CIFAR ResNet-20 from the zoo: fused kernels against the unfused reference.
+    #[test]
+    fn resnet20_matches_reference() {
+        let model = Model::load("zoo:resnet20").unwrap();
+        let mut s = Session::new(
+            &model,
+            &SessionOptions {
+                threads: 2,
+                ..SessionOptions::default()
+            },
+        )
+        .unwrap();
+        assert!(s.exec_graph().nodes.len() < s.bound_graph().nodes.len());
+        let x = normal_tensor(&s.input_infos()[0].fixed_shape().unwrap(), 9);
+        let name = s.input_infos()[0].name.clone();
+        let out = s.run(&[(name.as_str(), x.clone())]).unwrap();
+        let g = s.bound_graph();
+        let want = crate::ops::run_reference(g, &[(g.inputs[0], x.clone())]).unwrap();
+        assert_close(&out[0].1, &want[0], 1e-4);
+        let mut s1 = Session::new(
+            &model,
+            &SessionOptions {
+                threads: 1,
+                ..SessionOptions::default()
+            },
+        )
+        .unwrap();
+        let one = s1.run(&[(name.as_str(), x)]).unwrap();
+        assert_close(&one[0].1, &out[0].1, 1e-6);
+    }
+
+    /// Timing of zoo models (run with `--ignored --nocapture`); asserts nothing about speed.
+    #[test]
+    #[ignore]
+    fn time_zoo_models() {
+        let spec = std::env::var("ENGINE_BENCH_MODEL").unwrap_or_else(|_| "zoo:resnet50".into());
+        let model = Model::load(&spec).unwrap();
+        for threads in [1, 2] {
+            let mut s = Session::new(
+                &model,
+                &SessionOptions {
+                    threads,
+                    ..SessionOptions::default()
+                },
+            )
+            .unwrap();
+            let info = s.input_infos()[0].clone();
+            let x = normal_tensor(&info.fixed_shape().unwrap(), 1);
+            let feeds = [(info.name.as_str(), x)];
+            s.run(&feeds).unwrap();
+            let mut times = Vec::new();
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                s.run(&feeds).unwrap();
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            times.sort_by(f64::total_cmp);
+            let (_, trace) = s.run_profiled(&feeds).unwrap();
+            let mut by_op: std::collections::BTreeMap<&str, f64> = Default::default();
+            for n in &trace.nodes {
+                *by_op
+                    .entry(s.exec_graph().nodes[n.node].op.type_name())
+                    .or_default() += n.elapsed.as_secs_f64() * 1e3;
+            }
+            println!(
+                "{spec} threads={threads}: median {:.1} ms (min {:.1}); nodes {} (bound {}); arena {} MiB, peak {} MiB; {by_op:?}",
+                times[2],
+                times[0],
+                s.exec_graph().nodes.len(),
+                s.bound_graph().nodes.len(),
+                s.memory_plan().arena_bytes >> 20,
+                s.memory_plan().planned_peak_bytes >> 20
+            );
+        }
     }
 }
