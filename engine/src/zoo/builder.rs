@@ -25,7 +25,10 @@ pub(crate) struct Rng {
 
 impl Rng {
     pub(crate) fn new(seed: u64) -> Rng {
-        Rng { state: seed ^ 0x5EED_0F_2007, spare: None }
+        Rng {
+            state: seed ^ 0x5EED_0F_2007,
+            spare: None,
+        }
     }
 
     pub(crate) fn next_u64(&mut self) -> u64 {
@@ -101,7 +104,10 @@ fn phi(x: f64) -> f64 {
 fn big_phi(x: f64) -> f64 {
     let z = x.abs() / std::f64::consts::SQRT_2;
     let t = 1.0 / (1.0 + 0.327_591_1 * z);
-    let poly = t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
     let erf = 1.0 - poly * (-z * z).exp();
     if x >= 0.0 {
         0.5 * (1.0 + erf)
@@ -123,7 +129,10 @@ fn relu_moments(m: f64, v: f64) -> (f64, f64) {
 impl Builder {
     pub(crate) fn new(name: &str, seed: u64, batch: Option<usize>, bn: BnMode) -> Builder {
         Builder {
-            g: Graph { name: name.to_string(), ..Graph::default() },
+            g: Graph {
+                name: name.to_string(),
+                ..Graph::default()
+            },
             rng: Rng::new(seed),
             batch: match batch {
                 Some(b) => Dim::Fixed(b),
@@ -138,7 +147,15 @@ impl Builder {
 
     /// Output size of a window op along one axis; records an error (and returns 1) when the
     /// padded input is smaller than the window, so a too-small `input=` fails cleanly.
-    fn out_size(&mut self, name: &str, size: usize, k: usize, s: usize, pb: usize, pe: usize) -> usize {
+    fn out_size(
+        &mut self,
+        name: &str,
+        size: usize,
+        k: usize,
+        s: usize,
+        pb: usize,
+        pe: usize,
+    ) -> usize {
         if size + pb + pe < k {
             if self.error.is_none() {
                 self.error = Some(format!(
@@ -151,7 +168,9 @@ impl Builder {
     }
 
     fn full_shape(&self, shape: &[usize]) -> Vec<Dim> {
-        std::iter::once(self.batch.clone()).chain(shape.iter().map(|&d| Dim::Fixed(d))).collect()
+        std::iter::once(self.batch.clone())
+            .chain(shape.iter().map(|&d| Dim::Fixed(d)))
+            .collect()
     }
 
     fn record(&mut self, id: ValueId, feat: Option<Feat>) {
@@ -166,7 +185,10 @@ impl Builder {
         // Every value the builder hands out has been recorded with a Feat.
         match self.feats.get(id.0).and_then(|f| f.as_ref()) {
             Some(f) => f,
-            None => panic!("zoo builder: value {} has no feature record (builder bug)", id.0),
+            None => panic!(
+                "zoo builder: value {} has no feature record (builder bug)",
+                id.0
+            ),
         }
     }
 
@@ -177,28 +199,51 @@ impl Builder {
     /// The graph input `[batch, c, h, w]`, modelled as iid N(0, 1).
     pub(crate) fn input(&mut self, name: &str, c: usize, h: usize, w: usize) -> ValueId {
         let shape = vec![c, h, w];
-        let id = self.g.add_value(name, Some(DType::F32), Some(self.full_shape(&shape)));
+        let id = self
+            .g
+            .add_value(name, Some(DType::F32), Some(self.full_shape(&shape)));
         self.g.inputs.push(id);
-        self.record(id, Some(Feat { shape, mean: vec![0.0; c], var: vec![1.0; c] }));
+        self.record(
+            id,
+            Some(Feat {
+                shape,
+                mean: vec![0.0; c],
+                var: vec![1.0; c],
+            }),
+        );
         id
     }
 
     fn constant(&mut self, name: String, shape: &[usize], data: Vec<f32>) -> ValueId {
         let t = ArrayD::from_shape_vec(IxDyn(shape), data)
             .map(Tensor::F32)
-            .unwrap_or_else(|_| panic!("zoo builder: constant {name} has the wrong length (builder bug)"));
+            .unwrap_or_else(|_| {
+                panic!("zoo builder: constant {name} has the wrong length (builder bug)")
+            });
         self.g.add_constant(name, t)
     }
 
-    fn push_node(&mut self, name: &str, op: Op, inputs: Vec<Option<ValueId>>, shape: Vec<usize>, feat: Feat) -> ValueId {
-        let out = self.g.add_value(name, Some(DType::F32), Some(self.full_shape(&shape)));
+    fn push_node(
+        &mut self,
+        name: &str,
+        op: Op,
+        inputs: Vec<Option<ValueId>>,
+        shape: Vec<usize>,
+        feat: Feat,
+    ) -> ValueId {
+        let out = self
+            .g
+            .add_value(name, Some(DType::F32), Some(self.full_shape(&shape)));
         let op_type = op.type_name().to_string();
         self.g.nodes.push(Node {
             name: name.to_string(),
             op,
             inputs,
             outputs: vec![out],
-            origin: vec![OriginNode { name: name.to_string(), op_type }],
+            origin: vec![OriginNode {
+                name: name.to_string(),
+                op_type,
+            }],
         });
         self.record(out, Some(feat));
         out
@@ -219,7 +264,10 @@ impl Builder {
     ) -> ValueId {
         let inf = self.feat(x).clone();
         let (cin, h, w) = (inf.shape[0], inf.shape[1], inf.shape[2]);
-        assert!(cin % group == 0 && cout % group == 0, "zoo builder: {name}: channels not divisible by group");
+        assert!(
+            cin % group == 0 && cout % group == 0,
+            "zoo builder: {name}: channels not divisible by group"
+        );
         let cpg = cin / group;
         let opg = cout / group;
         let fan_in = cpg * k[0] * k[1];
@@ -243,7 +291,9 @@ impl Builder {
         }
         let weight = self.constant(format!("{name}.weight"), &[cout, cpg, k[0], k[1]], wdata);
         let bias_id = if bias {
-            let b: Vec<f32> = (0..cout).map(|_| (self.rng.normal() * 0.05) as f32).collect();
+            let b: Vec<f32> = (0..cout)
+                .map(|_| (self.rng.normal() * 0.05) as f32)
+                .collect();
             for (m, bv) in mean.iter_mut().zip(&b) {
                 *m += *bv as f64;
             }
@@ -263,8 +313,18 @@ impl Builder {
         };
         let shape = vec![cout, ho, wo];
         let node = self.g.nodes.len();
-        let out = self.push_node(name, Op::Conv(attrs), vec![Some(x), Some(weight), bias_id], shape.clone(), Feat { shape, mean, var });
-        self.convs[out.0] = Some(ConvRef { node, weight, bias: bias_id });
+        let out = self.push_node(
+            name,
+            Op::Conv(attrs),
+            vec![Some(x), Some(weight), bias_id],
+            shape.clone(),
+            Feat { shape, mean, var },
+        );
+        self.convs[out.0] = Some(ConvRef {
+            node,
+            weight,
+            bias: bias_id,
+        });
         out
     }
 
@@ -296,7 +356,11 @@ impl Builder {
             rvar.push(rv);
         }
         let shape = inf.shape.clone();
-        let feat = Feat { shape: shape.clone(), mean, var };
+        let feat = Feat {
+            shape: shape.clone(),
+            mean,
+            var,
+        };
         match self.bn {
             BnMode::Keep => {
                 let ins = [
@@ -309,15 +373,26 @@ impl Builder {
                 for (n, d) in ins {
                     inputs.push(Some(self.constant(n, &[c], d)));
                 }
-                self.push_node(name, Op::BatchNormalization { epsilon: eps }, inputs, shape, feat)
+                self.push_node(
+                    name,
+                    Op::BatchNormalization { epsilon: eps },
+                    inputs,
+                    shape,
+                    feat,
+                )
             }
             BnMode::Fold => {
                 let conv = match self.convs.get(x.0).copied().flatten() {
                     Some(cr) => cr,
-                    None => panic!("zoo builder: {name}: BN folding needs a conv producer (builder bug)"),
+                    None => panic!(
+                        "zoo builder: {name}: BN folding needs a conv producer (builder bug)"
+                    ),
                 };
-                let scale: Vec<f32> =
-                    gamma.iter().zip(&rvar).map(|(&g, &v)| g / (v + eps).sqrt()).collect();
+                let scale: Vec<f32> = gamma
+                    .iter()
+                    .zip(&rvar)
+                    .map(|(&g, &v)| g / (v + eps).sqrt())
+                    .collect();
                 if let Some(Tensor::F32(wt)) = self.g.constants.get_mut(&conv.weight) {
                     let per = wt.len() / c;
                     if let Some(sl) = wt.as_slice_mut() {
@@ -330,16 +405,25 @@ impl Builder {
                     Some(Tensor::F32(b)) => b.iter().copied().collect(),
                     _ => vec![0.0; c],
                 };
-                let new_b: Vec<f32> =
-                    (0..c).map(|i| beta[i] + (old_b[i] - rmean[i]) * scale[i]).collect();
+                let new_b: Vec<f32> = (0..c)
+                    .map(|i| beta[i] + (old_b[i] - rmean[i]) * scale[i])
+                    .collect();
                 match conv.bias {
                     Some(b) => {
-                        self.g.constants.insert(b, Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[c]), new_b).unwrap_or_else(|_| ArrayD::zeros(IxDyn(&[c])))));
+                        self.g.constants.insert(
+                            b,
+                            Tensor::F32(
+                                ArrayD::from_shape_vec(IxDyn(&[c]), new_b)
+                                    .unwrap_or_else(|_| ArrayD::zeros(IxDyn(&[c]))),
+                            ),
+                        );
                     }
                     None => {
                         let conv_name = self.g.nodes[conv.node].name.clone();
                         let b = self.constant(format!("{conv_name}.bias"), &[c], new_b);
-                        self.g.nodes[conv.node].inputs.push(Some(b));
+                        let ins = &mut self.g.nodes[conv.node].inputs;
+                        ins.resize(2, None);
+                        ins.push(Some(b));
                         if let Some(cr) = self.convs[x.0].as_mut() {
                             cr.bias = Some(b);
                         }
@@ -353,10 +437,20 @@ impl Builder {
 
     pub(crate) fn relu(&mut self, name: &str, x: ValueId) -> ValueId {
         let inf = self.feat(x).clone();
-        let (mean, var): (Vec<f64>, Vec<f64>) =
-            inf.mean.iter().zip(&inf.var).map(|(&m, &v)| relu_moments(m, v)).unzip();
+        let (mean, var): (Vec<f64>, Vec<f64>) = inf
+            .mean
+            .iter()
+            .zip(&inf.var)
+            .map(|(&m, &v)| relu_moments(m, v))
+            .unzip();
         let shape = inf.shape.clone();
-        self.push_node(name, Op::Relu, vec![Some(x)], shape.clone(), Feat { shape, mean, var })
+        self.push_node(
+            name,
+            Op::Relu,
+            vec![Some(x)],
+            shape.clone(),
+            Feat { shape, mean, var },
+        )
     }
 
     /// conv (no bias) → BN → ReLU named `{prefix}conv`, `{prefix}bn`, `{prefix}relu`
@@ -391,20 +485,46 @@ impl Builder {
 
     /// Square max pooling. Moments: the max of n roughly Gaussian cells, mean + 0.75·√(2 ln n)·σ
     /// and 0.4·variance (a crude order-statistic estimate; a BN always follows the next conv).
-    pub(crate) fn maxpool(&mut self, name: &str, x: ValueId, k: usize, s: usize, p: usize) -> ValueId {
+    pub(crate) fn maxpool(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        k: usize,
+        s: usize,
+        p: usize,
+    ) -> ValueId {
         let inf = self.feat(x).clone();
         let n = (k * k) as f64;
         let c = 0.75 * (2.0 * n.ln()).sqrt();
-        let mean = inf.mean.iter().zip(&inf.var).map(|(&m, &v)| m + c * v.sqrt()).collect();
+        let mean = inf
+            .mean
+            .iter()
+            .zip(&inf.var)
+            .map(|(&m, &v)| m + c * v.sqrt())
+            .collect();
         let var = inf.var.iter().map(|&v| 0.4 * v).collect();
         let ho = self.out_size(name, inf.shape[1], k, s, p, p);
         let wo = self.out_size(name, inf.shape[2], k, s, p, p);
         let shape = vec![inf.shape[0], ho, wo];
-        self.push_node(name, Op::MaxPool(Self::pool_attrs(k, s, p, false)), vec![Some(x)], shape.clone(), Feat { shape, mean, var })
+        self.push_node(
+            name,
+            Op::MaxPool(Self::pool_attrs(k, s, p, false)),
+            vec![Some(x)],
+            shape.clone(),
+            Feat { shape, mean, var },
+        )
     }
 
     /// Square average pooling; independent cells, so variance / n.
-    pub(crate) fn avgpool(&mut self, name: &str, x: ValueId, k: usize, s: usize, p: usize, count_include_pad: bool) -> ValueId {
+    pub(crate) fn avgpool(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        k: usize,
+        s: usize,
+        p: usize,
+        count_include_pad: bool,
+    ) -> ValueId {
         let inf = self.feat(x).clone();
         let n = (k * k) as f64;
         let var = inf.var.iter().map(|&v| v / n).collect();
@@ -416,17 +536,30 @@ impl Builder {
             Op::AveragePool(Self::pool_attrs(k, s, p, count_include_pad)),
             vec![Some(x)],
             shape.clone(),
-            Feat { shape, mean: inf.mean, var },
+            Feat {
+                shape,
+                mean: inf.mean,
+                var,
+            },
         )
     }
 
     pub(crate) fn add(&mut self, name: &str, a: ValueId, b: ValueId) -> ValueId {
         let (fa, fb) = (self.feat(a).clone(), self.feat(b).clone());
-        assert_eq!(fa.shape, fb.shape, "zoo builder: {name}: Add of different shapes");
+        assert_eq!(
+            fa.shape, fb.shape,
+            "zoo builder: {name}: Add of different shapes"
+        );
         let mean = fa.mean.iter().zip(&fb.mean).map(|(x, y)| x + y).collect();
         let var = fa.var.iter().zip(&fb.var).map(|(x, y)| x + y).collect();
         let shape = fa.shape.clone();
-        self.push_node(name, Op::Add, vec![Some(a), Some(b)], shape.clone(), Feat { shape, mean, var })
+        self.push_node(
+            name,
+            Op::Add,
+            vec![Some(a), Some(b)],
+            shape.clone(),
+            Feat { shape, mean, var },
+        )
     }
 
     /// Channel concatenation.
@@ -436,12 +569,22 @@ impl Builder {
         let (mut mean, mut var) = (Vec::new(), Vec::new());
         for &x in xs {
             let f = self.feat(x);
-            assert_eq!(f.shape[1..], shape[1..], "zoo builder: {name}: Concat of different spatial sizes");
+            assert_eq!(
+                f.shape[1..],
+                shape[1..],
+                "zoo builder: {name}: Concat of different spatial sizes"
+            );
             shape[0] += f.shape[0];
             mean.extend_from_slice(&f.mean);
             var.extend_from_slice(&f.var);
         }
-        self.push_node(name, Op::Concat { axis: 1 }, xs.iter().map(|&x| Some(x)).collect(), shape.clone(), Feat { shape, mean, var })
+        self.push_node(
+            name,
+            Op::Concat { axis: 1 },
+            xs.iter().map(|&x| Some(x)).collect(),
+            shape.clone(),
+            Feat { shape, mean, var },
+        )
     }
 
     pub(crate) fn global_avgpool(&mut self, name: &str, x: ValueId) -> ValueId {
@@ -449,16 +592,44 @@ impl Builder {
         let n = (inf.shape[1] * inf.shape[2]) as f64;
         let var = inf.var.iter().map(|&v| v / n).collect();
         let shape = vec![inf.shape[0], 1, 1];
-        self.push_node(name, Op::GlobalAveragePool, vec![Some(x)], shape.clone(), Feat { shape, mean: inf.mean, var })
+        self.push_node(
+            name,
+            Op::GlobalAveragePool,
+            vec![Some(x)],
+            shape.clone(),
+            Feat {
+                shape,
+                mean: inf.mean,
+                var,
+            },
+        )
     }
 
     pub(crate) fn flatten(&mut self, name: &str, x: ValueId) -> ValueId {
         let inf = self.feat(x).clone();
         let f: usize = inf.shape.iter().product();
         let per = f / inf.shape[0];
-        let mean = inf.mean.iter().flat_map(|&m| std::iter::repeat_n(m, per)).collect();
-        let var = inf.var.iter().flat_map(|&v| std::iter::repeat_n(v, per)).collect();
-        self.push_node(name, Op::Flatten { axis: 1 }, vec![Some(x)], vec![f], Feat { shape: vec![f], mean, var })
+        let mean = inf
+            .mean
+            .iter()
+            .flat_map(|&m| std::iter::repeat_n(m, per))
+            .collect();
+        let var = inf
+            .var
+            .iter()
+            .flat_map(|&v| std::iter::repeat_n(v, per))
+            .collect();
+        self.push_node(
+            name,
+            Op::Flatten { axis: 1 },
+            vec![Some(x)],
+            vec![f],
+            Feat {
+                shape: vec![f],
+                mean,
+                var,
+            },
+        )
     }
 
     /// Fully connected layer `y = x·Wᵀ + b` (torchvision Linear, exported as Gemm transB=1).
@@ -478,7 +649,9 @@ impl Builder {
                 var[o] += (wv as f64).powi(2) * inf.var[i];
             }
         }
-        let b: Vec<f32> = (0..out).map(|_| (self.rng.normal() * 0.01) as f32).collect();
+        let b: Vec<f32> = (0..out)
+            .map(|_| (self.rng.normal() * 0.01) as f32)
+            .collect();
         for (m, bv) in mean.iter_mut().zip(&b) {
             *m += *bv as f64;
         }
@@ -487,7 +660,12 @@ impl Builder {
         let shape = vec![out];
         self.push_node(
             name,
-            Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: true },
+            Op::Gemm {
+                alpha: 1.0,
+                beta: 1.0,
+                trans_a: false,
+                trans_b: true,
+            },
             vec![Some(x), Some(wid), Some(bid)],
             shape.clone(),
             Feat { shape, mean, var },
@@ -497,18 +675,13 @@ impl Builder {
     /// Marks `x` as a graph output and returns the graph.
     pub(crate) fn finish(mut self, x: ValueId) -> crate::Result<Graph> {
         if let Some(e) = self.error.take() {
-            return Err(crate::Error::Model(format!("zoo model {}: {e}", self.g.name)));
+            return Err(crate::Error::Model(format!(
+                "zoo model {}: {e}",
+                self.g.name
+            )));
         }
         self.g.outputs.push(x);
         Ok(self.g)
-    }
-
-    /// Predicted (mean, variance) of channel 0.. of a value: used by tests to check that the
-    /// statistics stay O(1).
-    #[cfg(test)]
-    pub(crate) fn moments(&self, x: ValueId) -> (Vec<f64>, Vec<f64>) {
-        let f = self.feat(x);
-        (f.mean.clone(), f.var.clone())
     }
 }
 

@@ -19,9 +19,25 @@ impl Ctx<'_> {
     }
 
     /// BasicConv2d with kernel `(kh, kw)`, stride `s`, symmetric padding `(ph, pw)`.
-    fn bc(&mut self, prefix: &str, x: ValueId, cout: usize, k: (usize, usize), s: usize, p: (usize, usize)) -> ValueId {
+    fn bc(
+        &mut self,
+        prefix: &str,
+        x: ValueId,
+        cout: usize,
+        k: (usize, usize),
+        s: usize,
+        p: (usize, usize),
+    ) -> ValueId {
         let c = self.w(cout);
-        self.b.conv_bn_relu(&format!("{prefix}."), x, c, [k.0, k.1], [s, s], [p.0, p.1, p.0, p.1], EPS)
+        self.b.conv_bn_relu(
+            &format!("{prefix}."),
+            x,
+            c,
+            [k.0, k.1],
+            [s, s],
+            [p.0, p.1, p.0, p.1],
+            EPS,
+        )
     }
 
     /// 1×1 BasicConv2d.
@@ -49,7 +65,10 @@ impl Ctx<'_> {
 
 /// torchvision `inception_v3` (eval mode, no aux logits, no input transform), 299×299.
 pub(crate) fn inception_v3(name: &str, o: &Options) -> crate::Result<Graph> {
-    let mut c = Ctx { b: Builder::new(name, o.seed, o.batch, o.bn), o };
+    let mut c = Ctx {
+        b: Builder::new(name, o.seed, o.batch, o.bn),
+        o,
+    };
     let size = o.input.unwrap_or(299);
     let x = c.b.input("input", 3, size, size);
     let x = c.bc("Conv2d_1a_3x3", x, 32, (3, 3), 2, (0, 0));
@@ -193,7 +212,13 @@ fn v4_b(c: &mut Ctx, p: &str, x: ValueId, k: &BCfg) -> ValueId {
 }
 
 /// Reduction B: b0 1×1→3×3/2; b1 1×1→1×7→7×1→3×3/2; b2 max pool 3×3/2.
-fn v4_red_b(c: &mut Ctx, p: &str, x: ValueId, b0: (usize, usize), b1: (usize, usize, usize, usize)) -> ValueId {
+fn v4_red_b(
+    c: &mut Ctx,
+    p: &str,
+    x: ValueId,
+    b0: (usize, usize),
+    b1: (usize, usize, usize, usize),
+) -> ValueId {
     let y0 = c.c1(&format!("{p}.branch0.0"), x, b0.0);
     let y0 = c.bc(&format!("{p}.branch0.1"), y0, b0.1, (3, 3), 2, (0, 0));
     let y1 = c.c1(&format!("{p}.branch1.0"), x, b1.0);
@@ -229,7 +254,10 @@ fn v4_c(c: &mut Ctx, p: &str, x: ValueId, k: &CCfg) -> ValueId {
 
 /// timm `inception_v4` (Szegedy et al. 2016), 299×299, layer names `features.N...`.
 pub(crate) fn inception_v4(name: &str, o: &Options) -> crate::Result<Graph> {
-    let mut c = Ctx { b: Builder::new(name, o.seed, o.batch, o.bn), o };
+    let mut c = Ctx {
+        b: Builder::new(name, o.seed, o.batch, o.bn),
+        o,
+    };
     let size = o.input.unwrap_or(299);
     let x = c.b.input("input", 3, size, size);
     let x = c.bc("features.0", x, 32, (3, 3), 2, (0, 0));
@@ -251,17 +279,32 @@ pub(crate) fn inception_v4(name: &str, o: &Options) -> crate::Result<Graph> {
     let y = c.bc("features.5.conv", x, 192, (3, 3), 2, (0, 0));
     let m = c.b.maxpool("features.5.maxpool", x, 3, 2, 0);
     let mut x = c.b.concat("features.5.concat", &[y, m]);
-    let a = ACfg { b0: 96, b1: (64, 96), b2: (64, 96, 96), b3: 96 };
+    let a = ACfg {
+        b0: 96,
+        b1: (64, 96),
+        b2: (64, 96, 96),
+        b3: 96,
+    };
     for i in 6..10 {
         x = v4_a(&mut c, &format!("features.{i}"), x, &a);
     }
     x = v4_red_a(&mut c, "features.10", x, 384, (192, 224, 256));
-    let b = BCfg { b0: 384, b1: (192, 224, 256), b2: (192, 192, 224, 224, 256), b3: 128 };
+    let b = BCfg {
+        b0: 384,
+        b1: (192, 224, 256),
+        b2: (192, 192, 224, 224, 256),
+        b3: 128,
+    };
     for i in 11..18 {
         x = v4_b(&mut c, &format!("features.{i}"), x, &b);
     }
     x = v4_red_b(&mut c, "features.18", x, (192, 192), (256, 256, 320, 320));
-    let k = CCfg { b0: 256, b1: (384, 256), b2: (384, 448, 512, 256), b3: 256 };
+    let k = CCfg {
+        b0: 256,
+        b1: (384, 256),
+        b2: (384, 448, 512, 256),
+        b3: 256,
+    };
     for i in 19..22 {
         x = v4_c(&mut c, &format!("features.{i}"), x, &k);
     }
@@ -275,22 +318,40 @@ pub(crate) fn inception_v4(name: &str, o: &Options) -> crate::Result<Graph> {
 /// (32×32), 2 A blocks at 32×32, reduction A to 15×15, 2 B blocks, reduction B to 7×7, one C
 /// block, then global average pooling over 7×7 and a 10-way FC (by default).
 pub(crate) fn inception_cifar(name: &str, o: &Options) -> crate::Result<Graph> {
-    let mut c = Ctx { b: Builder::new(name, o.seed, o.batch, o.bn), o };
+    let mut c = Ctx {
+        b: Builder::new(name, o.seed, o.batch, o.bn),
+        o,
+    };
     let size = o.input.unwrap_or(32);
     let x = c.b.input("input", 3, size, size);
     let x = c.c3("stem.0", x, 32);
     let mut x = c.c3("stem.1", x, 64);
-    let a = ACfg { b0: 32, b1: (24, 32), b2: (24, 32, 32), b3: 32 };
+    let a = ACfg {
+        b0: 32,
+        b1: (24, 32),
+        b2: (24, 32, 32),
+        b3: 32,
+    };
     for i in 0..2 {
         x = v4_a(&mut c, &format!("inception_a.{i}"), x, &a);
     }
     x = v4_red_a(&mut c, "reduction_a", x, 96, (64, 96, 96));
-    let b = BCfg { b0: 96, b1: (64, 80, 96), b2: (64, 64, 80, 80, 96), b3: 32 };
+    let b = BCfg {
+        b0: 96,
+        b1: (64, 80, 96),
+        b2: (64, 64, 80, 80, 96),
+        b3: 32,
+    };
     for i in 0..2 {
         x = v4_b(&mut c, &format!("inception_b.{i}"), x, &b);
     }
     x = v4_red_b(&mut c, "reduction_b", x, (64, 96), (96, 96, 128, 128));
-    let k = CCfg { b0: 96, b1: (128, 64), b2: (128, 160, 192, 64), b3: 96 };
+    let k = CCfg {
+        b0: 96,
+        b1: (128, 64),
+        b2: (128, 160, 192, 64),
+        b3: 96,
+    };
     let x = v4_c(&mut c, "inception_c.0", x, &k);
     let x = c.b.global_avgpool("global_pool", x);
     let x = c.b.flatten("flatten", x);

@@ -3,7 +3,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use onnx_import::{Attribute, DimDecl, ElemType, OnnxGraph, OnnxModel, OnnxNode, TensorData, TensorValues, ValueDecl};
+use onnx_import::{
+    Attribute, DimDecl, ElemType, OnnxGraph, OnnxModel, OnnxNode, TensorData, TensorValues,
+    ValueDecl,
+};
 
 use crate::ir::{Activation, AutoPad, ConvAttrs, Dim, Graph, Node, Op, PoolAttrs, ValueId};
 use crate::tensor::{DType, Tensor};
@@ -43,7 +46,11 @@ fn tensor_data(name: &str, t: &Tensor) -> TensorData {
         Tensor::Bool(a) => TensorValues::Bool(a.iter().copied().collect()),
         Tensor::U8(a) => TensorValues::U8(a.iter().copied().collect()),
     };
-    TensorData { name: name.to_string(), dims: t.shape().to_vec(), values }
+    TensorData {
+        name: name.to_string(),
+        dims: t.shape().to_vec(),
+        values,
+    }
 }
 
 fn ints(v: &[usize]) -> Attribute {
@@ -96,7 +103,10 @@ fn pool_attrs(p: &PoolAttrs, average: bool) -> BTreeMap<String, Attribute> {
     }
     a.insert("ceil_mode".into(), Attribute::Int(p.ceil_mode as i64));
     if average {
-        a.insert("count_include_pad".into(), Attribute::Int(p.count_include_pad as i64));
+        a.insert(
+            "count_include_pad".into(),
+            Attribute::Int(p.count_include_pad as i64),
+        );
     }
     match auto_pad_str(p.auto_pad) {
         Some(s) => {
@@ -133,15 +143,34 @@ impl Exporter<'_> {
         n
     }
 
-    fn push(&mut self, name: String, op_type: &str, inputs: Vec<String>, outputs: Vec<String>, attributes: BTreeMap<String, Attribute>) {
-        self.nodes.push(OnnxNode { name, op_type: op_type.into(), domain: String::new(), inputs, outputs, attributes });
+    fn push(
+        &mut self,
+        name: String,
+        op_type: &str,
+        inputs: Vec<String>,
+        outputs: Vec<String>,
+        attributes: BTreeMap<String, Attribute>,
+    ) {
+        self.nodes.push(OnnxNode {
+            name,
+            op_type: op_type.into(),
+            domain: String::new(),
+            inputs,
+            outputs,
+            attributes,
+        });
     }
 
     /// A fused conv becomes Conv [+ Add] [+ activation], named after its origin nodes.
     fn fused(&mut self, node: &Node, conv: &ConvAttrs, act: Activation, has_residual: bool) {
         let ins: Vec<String> = node.inputs.iter().map(|&i| self.name(i)).collect();
         let out = self.name(node.outputs.first().copied());
-        let origin = |i: usize, fallback: &str| node.origin.get(i).map(|o| o.name.clone()).unwrap_or_else(|| format!("{}.{fallback}", node.name));
+        let origin = |i: usize, fallback: &str| {
+            node.origin
+                .get(i)
+                .map(|o| o.name.clone())
+                .unwrap_or_else(|| format!("{}.{fallback}", node.name))
+        };
         let mut steps: Vec<&str> = Vec::new();
         if has_residual {
             steps.push("Add");
@@ -149,18 +178,47 @@ impl Exporter<'_> {
         if act != Activation::None {
             steps.push("act");
         }
-        let conv_out = if steps.is_empty() { out.clone() } else { self.fresh(&format!("{}.conv_out", node.name)) };
+        let conv_out = if steps.is_empty() {
+            out.clone()
+        } else {
+            self.fresh(&format!("{}.conv_out", node.name))
+        };
         let conv_inputs: Vec<String> = ins.iter().take(3).cloned().collect();
-        self.push(origin(0, "conv"), "Conv", conv_inputs, vec![conv_out.clone()], conv_attrs(conv));
+        self.push(
+            origin(0, "conv"),
+            "Conv",
+            conv_inputs,
+            vec![conv_out.clone()],
+            conv_attrs(conv),
+        );
         let mut cur = conv_out;
         if has_residual {
             let residual = ins.get(3).cloned().unwrap_or_default();
-            let dst = if act == Activation::None { out.clone() } else { self.fresh(&format!("{}.add_out", node.name)) };
-            let n = node.origin.iter().find(|o| o.op_type == "Add").map(|o| o.name.clone()).unwrap_or_else(|| format!("{}.add", node.name));
-            self.push(n, "Add", vec![cur, residual], vec![dst.clone()], BTreeMap::new());
+            let dst = if act == Activation::None {
+                out.clone()
+            } else {
+                self.fresh(&format!("{}.add_out", node.name))
+            };
+            let n = node
+                .origin
+                .iter()
+                .find(|o| o.op_type == "Add")
+                .map(|o| o.name.clone())
+                .unwrap_or_else(|| format!("{}.add", node.name));
+            self.push(
+                n,
+                "Add",
+                vec![cur, residual],
+                vec![dst.clone()],
+                BTreeMap::new(),
+            );
             cur = dst;
         }
-        let act_name = node.origin.last().map(|o| o.name.clone()).unwrap_or_else(|| format!("{}.act", node.name));
+        let act_name = node
+            .origin
+            .last()
+            .map(|o| o.name.clone())
+            .unwrap_or_else(|| format!("{}.act", node.name));
         let mut attrs = BTreeMap::new();
         let mut inputs = vec![cur];
         let op_type = match act {
@@ -174,7 +232,11 @@ impl Exporter<'_> {
             Activation::Clip(lo, hi) => {
                 for (suffix, v) in [("min", lo), ("max", hi)] {
                     let n = self.fresh(&format!("{}.clip_{suffix}", node.name));
-                    self.extra_inits.push(TensorData { name: n.clone(), dims: vec![], values: TensorValues::F32(vec![v]) });
+                    self.extra_inits.push(TensorData {
+                        name: n.clone(),
+                        dims: vec![],
+                        values: TensorValues::F32(vec![v]),
+                    });
                     inputs.push(n);
                 }
                 "Clip"
@@ -188,19 +250,28 @@ impl Exporter<'_> {
 ///
 /// Constants become initializers; declared shapes become graph input/output declarations and
 /// `value_info`. Engine-fused nodes (`FusedConv`) are expanded back into Conv, Add and the
-/// activation, named after their origin nodes. Two IR forms have no exact opset-17 spelling and
-/// are written as the closest one: `ReduceMean` with a constant `axes` input gets the `axes`
-/// attribute (opset 18 moved it to an input), and a legacy (opset < 13) `Softmax` is written
-/// with the same axis under the opset-13 meaning.
+/// activation, named after their origin nodes. Inputs stay in the IR's newest form (e.g.
+/// ReduceMean's `axes` as an input); `onnx_import::encode_model` writes them in the form of the
+/// model's opset. A legacy (opset < 13) `Softmax` is written with the same axis under the
+/// opset-13 meaning.
 pub fn to_onnx(graph: &Graph) -> OnnxModel {
-    let mut ex = Exporter { g: graph, nodes: Vec::new(), extra_inits: Vec::new(), used: graph.values.iter().map(|v| v.name.clone()).collect() };
+    let mut ex = Exporter {
+        g: graph,
+        nodes: Vec::new(),
+        extra_inits: Vec::new(),
+        used: graph.values.iter().map(|v| v.name.clone()).collect(),
+    };
     for node in &graph.nodes {
         let inputs: Vec<String> = node.inputs.iter().map(|&i| ex.name(i)).collect();
         let outputs: Vec<String> = node.outputs.iter().map(|&o| ex.name(Some(o))).collect();
         let mut a = BTreeMap::new();
-        let mut inputs_used = inputs.clone();
+        let mut inputs_used = inputs;
         match &node.op {
-            Op::FusedConv { conv, activation, has_residual } => {
+            Op::FusedConv {
+                conv,
+                activation,
+                has_residual,
+            } => {
                 ex.fused(node, conv, *activation, *has_residual);
                 continue;
             }
@@ -213,7 +284,12 @@ pub fn to_onnx(graph: &Graph) -> OnnxModel {
             Op::LeakyRelu { alpha } => {
                 a.insert("alpha".into(), Attribute::Float(*alpha));
             }
-            Op::Lrn { size, alpha, beta, bias } => {
+            Op::Lrn {
+                size,
+                alpha,
+                beta,
+                bias,
+            } => {
                 a.insert("size".into(), Attribute::Int(*size as i64));
                 a.insert("alpha".into(), Attribute::Float(*alpha));
                 a.insert("beta".into(), Attribute::Float(*beta));
@@ -222,7 +298,12 @@ pub fn to_onnx(graph: &Graph) -> OnnxModel {
             Op::Concat { axis } => {
                 a.insert("axis".into(), Attribute::Int(*axis));
             }
-            Op::Gemm { alpha, beta, trans_a, trans_b } => {
+            Op::Gemm {
+                alpha,
+                beta,
+                trans_a,
+                trans_b,
+            } => {
                 a.insert("alpha".into(), Attribute::Float(*alpha));
                 a.insert("beta".into(), Attribute::Float(*beta));
                 a.insert("transA".into(), Attribute::Int(*trans_a as i64));
@@ -243,7 +324,10 @@ pub fn to_onnx(graph: &Graph) -> OnnxModel {
                 a.insert("axis".into(), Attribute::Int(*axis));
             }
             Op::ConstantOfShape { value } => {
-                a.insert("value".into(), Attribute::Tensor(tensor_data("value", value)));
+                a.insert(
+                    "value".into(),
+                    Attribute::Tensor(tensor_data("value", value)),
+                );
             }
             Op::Shape { start, end } => {
                 a.insert("start".into(), Attribute::Int(*start));
@@ -265,15 +349,15 @@ pub fn to_onnx(graph: &Graph) -> OnnxModel {
                 };
                 a.insert("mode".into(), Attribute::String(m.into()));
             }
-            Op::ReduceMean { keepdims, noop_with_empty_axes } => {
+            Op::ReduceMean {
+                keepdims,
+                noop_with_empty_axes,
+            } => {
                 a.insert("keepdims".into(), Attribute::Int(*keepdims as i64));
-                let axes = node.inputs.get(1).copied().flatten().and_then(|id| graph.constants.get(&id)).and_then(|t| t.to_i64_vec());
-                if let Some(axes) = axes {
-                    a.insert("axes".into(), Attribute::Ints(axes));
-                    inputs_used.truncate(1);
-                } else if *noop_with_empty_axes {
-                    a.insert("noop_with_empty_axes".into(), Attribute::Int(1));
-                }
+                a.insert(
+                    "noop_with_empty_axes".into(),
+                    Attribute::Int(*noop_with_empty_axes as i64),
+                );
             }
             Op::Relu
             | Op::Sigmoid
@@ -296,7 +380,13 @@ pub fn to_onnx(graph: &Graph) -> OnnxModel {
         while inputs_used.last().is_some_and(|s| s.is_empty()) {
             inputs_used.pop();
         }
-        ex.push(node.name.clone(), node.op.type_name(), inputs_used, outputs, a);
+        ex.push(
+            node.name.clone(),
+            node.op.type_name(),
+            inputs_used,
+            outputs,
+            a,
+        );
     }
 
     let decl = |id: ValueId| {
@@ -316,13 +406,17 @@ pub fn to_onnx(graph: &Graph) -> OnnxModel {
     };
     let mut const_ids: Vec<&ValueId> = graph.constants.keys().collect();
     const_ids.sort();
-    let mut initializers: Vec<TensorData> =
-        const_ids.into_iter().map(|id| tensor_data(&graph.value(*id).name, &graph.constants[id])).collect();
+    let mut initializers: Vec<TensorData> = const_ids
+        .into_iter()
+        .map(|id| tensor_data(&graph.value(*id).name, &graph.constants[id]))
+        .collect();
     initializers.append(&mut ex.extra_inits);
     let io: HashSet<ValueId> = graph.inputs.iter().chain(&graph.outputs).copied().collect();
     let value_info = (0..graph.values.len())
         .map(ValueId)
-        .filter(|id| !io.contains(id) && !graph.is_constant(*id) && graph.value(*id).shape.is_some())
+        .filter(|id| {
+            !io.contains(id) && !graph.is_constant(*id) && graph.value(*id).shape.is_some()
+        })
         .map(decl)
         .collect();
     OnnxModel {

@@ -46,7 +46,16 @@ pub(crate) fn imagenet(name: &str, cfg: &ResNetCfg, o: &Options) -> crate::Resul
                     let mid_raw = planes * cfg.width_per_group / 64 * cfg.groups;
                     let mid = scale_ch(mid_raw, o.width, cfg.groups);
                     let out = scale_ch(planes * expansion, o.width, 1);
-                    bottleneck(&mut b, &p, x, mid, out, stride, cfg.groups, cfg.block == Block::BottleneckV1)
+                    bottleneck(
+                        &mut b,
+                        &p,
+                        x,
+                        mid,
+                        out,
+                        stride,
+                        cfg.groups,
+                        cfg.block == Block::BottleneckV1,
+                    )
                 }
             };
         }
@@ -62,15 +71,42 @@ fn shortcut(b: &mut Builder, p: &str, x: ValueId, out: usize, stride: usize) -> 
     if stride == 1 && b.channels(x) == out {
         return x;
     }
-    let d = b.conv(&format!("{p}downsample.0"), x, out, [1, 1], [stride, stride], [0; 4], 1, false);
+    let d = b.conv(
+        &format!("{p}downsample.0"),
+        x,
+        out,
+        [1, 1],
+        [stride, stride],
+        [0; 4],
+        1,
+        false,
+    );
     b.bn(&format!("{p}downsample.1"), d, EPS)
 }
 
 fn basic_block(b: &mut Builder, p: &str, x: ValueId, planes: usize, stride: usize) -> ValueId {
-    let c = b.conv(&format!("{p}conv1"), x, planes, [3, 3], [stride, stride], [1; 4], 1, false);
+    let c = b.conv(
+        &format!("{p}conv1"),
+        x,
+        planes,
+        [3, 3],
+        [stride, stride],
+        [1; 4],
+        1,
+        false,
+    );
     let c = b.bn(&format!("{p}bn1"), c, EPS);
     let c = b.relu(&format!("{p}relu"), c);
-    let c = b.conv(&format!("{p}conv2"), c, planes, [3, 3], [1, 1], [1; 4], 1, false);
+    let c = b.conv(
+        &format!("{p}conv2"),
+        c,
+        planes,
+        [3, 3],
+        [1, 1],
+        [1; 4],
+        1,
+        false,
+    );
     let c = b.bn(&format!("{p}bn2"), c, EPS);
     let s = shortcut(b, p, x, planes, stride);
     let a = b.add(&format!("{p}add"), c, s);
@@ -78,15 +114,51 @@ fn basic_block(b: &mut Builder, p: &str, x: ValueId, planes: usize, stride: usiz
 }
 
 #[allow(clippy::too_many_arguments)]
-fn bottleneck(b: &mut Builder, p: &str, x: ValueId, mid: usize, out: usize, stride: usize, groups: usize, v1: bool) -> ValueId {
+fn bottleneck(
+    b: &mut Builder,
+    p: &str,
+    x: ValueId,
+    mid: usize,
+    out: usize,
+    stride: usize,
+    groups: usize,
+    v1: bool,
+) -> ValueId {
     let (s1, s2) = if v1 { (stride, 1) } else { (1, stride) };
-    let c = b.conv(&format!("{p}conv1"), x, mid, [1, 1], [s1, s1], [0; 4], 1, false);
+    let c = b.conv(
+        &format!("{p}conv1"),
+        x,
+        mid,
+        [1, 1],
+        [s1, s1],
+        [0; 4],
+        1,
+        false,
+    );
     let c = b.bn(&format!("{p}bn1"), c, EPS);
     let c = b.relu(&format!("{p}relu"), c);
-    let c = b.conv(&format!("{p}conv2"), c, mid, [3, 3], [s2, s2], [1; 4], groups, false);
+    let c = b.conv(
+        &format!("{p}conv2"),
+        c,
+        mid,
+        [3, 3],
+        [s2, s2],
+        [1; 4],
+        groups,
+        false,
+    );
     let c = b.bn(&format!("{p}bn2"), c, EPS);
     let c = b.relu(&format!("{p}relu_1"), c);
-    let c = b.conv(&format!("{p}conv3"), c, out, [1, 1], [1, 1], [0; 4], 1, false);
+    let c = b.conv(
+        &format!("{p}conv3"),
+        c,
+        out,
+        [1, 1],
+        [1, 1],
+        [0; 4],
+        1,
+        false,
+    );
     let c = b.bn(&format!("{p}bn3"), c, EPS);
     let s = shortcut(b, p, x, out, stride);
     let a = b.add(&format!("{p}add"), c, s);
@@ -105,14 +177,29 @@ pub(crate) fn cifar(name: &str, depth: usize, o: &Options) -> crate::Result<Grap
     let mut b = Builder::new(name, o.seed, o.batch, o.bn);
     let size = o.input.unwrap_or(32);
     let x = b.input("input", 3, size, size);
-    let c = b.conv("conv1", x, scale_ch(16, o.width, 1), [3, 3], [1, 1], [1; 4], 1, false);
+    let c = b.conv(
+        "conv1",
+        x,
+        scale_ch(16, o.width, 1),
+        [3, 3],
+        [1, 1],
+        [1; 4],
+        1,
+        false,
+    );
     let c = b.bn("bn1", c, EPS);
     let mut x = b.relu("relu", c);
     for stage in 0..3 {
         let planes = scale_ch(16 << stage, o.width, 1);
         for i in 0..n {
             let stride = if stage > 0 && i == 0 { 2 } else { 1 };
-            x = basic_block(&mut b, &format!("layer{}.{}.", stage + 1, i), x, planes, stride);
+            x = basic_block(
+                &mut b,
+                &format!("layer{}.{}.", stage + 1, i),
+                x,
+                planes,
+                stride,
+            );
         }
     }
     let x = b.global_avgpool("avgpool", x);
