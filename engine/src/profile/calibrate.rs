@@ -274,6 +274,17 @@ pub fn calibrate_with_cache(threads: usize, cache: Option<&Path>) -> Calibration
     c
 }
 
+/// This machine's cached calibration for `threads`, without measuring anything.
+pub fn cached(threads: usize) -> Option<Calibration> {
+    let threads = resolve_threads(threads);
+    let path = default_cache_path()?;
+    let file: CacheFile = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    file.entries
+        .get(&cache_key(&cpu_model(), threads))
+        .filter(|c| c.peak_gflops > 0.0)
+        .cloned()
+}
+
 /// The cached (or freshly measured) calibration for `threads` (0 = all cores).
 pub fn calibration(threads: usize) -> Calibration {
     calibrate_with_cache(threads, default_cache_path().as_deref())

@@ -28,7 +28,8 @@ pub mod units;
 use serde::{Deserialize, Serialize};
 
 pub use build::{
-    analytic_from_parts, collect_traces, measured_from_parts, MeasurePhase, MeasureProgress,
+    analytic, analytic_from_parts, analytic_graph, collect_traces, measure, measure_with_inputs,
+    measured_from_parts, session_meta, synthetic_inputs, MeasurePhase, MeasureProgress,
     NodeFigures, ReportMeta,
 };
 pub use csv::to_csv;
