@@ -217,10 +217,15 @@ impl Session {
         }
         let executor: Box<dyn Executor> = match options.backend {
             Backend::Cpu => Box::new(CpuExecutor::new(exec.clone(), &plan, threads)?),
+            // wgpu backend arm (added by the GPU-backend helper; the executor lives in
+            // crate::wgpu_backend).
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu => Box::new(crate::wgpu_backend::WgpuExecutor::new(exec.clone())?),
+            #[cfg(not(feature = "wgpu"))]
             Backend::Wgpu => {
                 return Err(Error::Backend {
                     backend: "wgpu".into(),
-                    message: "this engine was not built with wgpu support".into(),
+                    message: "this engine was not built with wgpu support (build with --features wgpu); use --backend cpu".into(),
                 })
             }
         };
