@@ -194,22 +194,61 @@ fn light_cases(root: &Path) -> Vec<Case> {
                 .unwrap_or_else(|| panic!("{name}: bad input shape {dims:?}"));
             inputs.push(TensorSpec::Value(t));
         }
-        let outputs = numbered_files(&dir, &format!("{name}_output"));
+        let mut outputs = numbered_files(&dir, &format!("{name}_output"));
         assert!(
             !outputs.is_empty(),
             "{name}: no {name}_output_0.pb next to it"
         );
+        let (hidden_model, hidden_ref) = with_hidden_output(&name, proto);
+        outputs.push(TensorSpec::Value(hidden_ref));
         let (rtol, atol) = tolerances(&name);
         cases.push(Case {
             suite: "light".into(),
             name,
-            model: model.clone(),
+            model: hidden_model,
             data_sets: vec![DataSet { inputs, outputs }],
             rtol,
             atol,
         });
     }
     cases
+}
+
+/// The light models' weights are constants, so their stored outputs are uniform softmaxes
+/// (0.001 everywhere) that a wrong convolution would reproduce as well. This writes a copy of
+/// the model (under `.cache/light-hidden/`) that also outputs the input of the last node (the
+/// logits), and returns it with the ONNX Runtime value of that tensor committed in
+/// `tests/fixtures/light_refs/` (scripts/make_light_refs.py).
+fn with_hidden_output(name: &str, mut proto: tract_onnx::pb::ModelProto) -> (PathBuf, Tensor) {
+    use prost::Message;
+    let refs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/light_refs");
+    let hidden_name =
+        std::fs::read_to_string(refs.join(format!("{name}.txt"))).unwrap_or_else(|e| {
+            panic!("{name}: light_refs/{name}.txt: {e} (run scripts/make_light_refs.py)")
+        });
+    let hidden_name = hidden_name.trim().to_string();
+    let f = std::fs::File::open(refs.join(format!("{name}.npy")))
+        .unwrap_or_else(|e| panic!("{name}: light_refs/{name}.npy: {e}"));
+    let reference = <ndarray::ArrayD<f32> as ndarray_npy::ReadNpyExt>::read_npy(f)
+        .unwrap_or_else(|e| panic!("{name}: light_refs/{name}.npy: {e}"));
+    let graph = proto
+        .graph
+        .as_mut()
+        .unwrap_or_else(|| panic!("{name}: no graph"));
+    assert!(
+        graph.node.iter().any(|n| n.output.contains(&hidden_name)),
+        "{name}: no node produces '{hidden_name}'"
+    );
+    graph.output.push(tract_onnx::pb::ValueInfoProto {
+        name: hidden_name,
+        ..Default::default()
+    });
+    let dir = common::repo_root().join(".cache").join("light-hidden");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let path = dir.join(format!("{name}.onnx"));
+    std::fs::write(&path, proto.encode_to_vec())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (path, Tensor::F32(reference))
 }
 
 fn check(report: &Report, must_pass: &[&str]) {

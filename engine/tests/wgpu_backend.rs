@@ -66,6 +66,18 @@ fn compare(label: &str, model: &Model, inputs: &[(&str, Tensor)], optimize: bool
         .run_profiled(inputs)
         .unwrap_or_else(|e| panic!("{label}: wgpu profiled run: {e}"));
     assert_eq!(trace.nodes.len(), gpu.exec_graph().nodes.len(), "{label}: trace length");
+    for (k, n) in trace.nodes.iter().enumerate() {
+        assert_eq!(n.node, k, "{label}: trace order");
+    }
+    // Convolutions always dispatch work, so they take measurable time.
+    let conv_time: f64 = trace
+        .nodes
+        .iter()
+        .filter(|n| gpu.exec_graph().nodes[n.node].op.type_name() == "Conv")
+        .map(|n| n.elapsed.as_secs_f64())
+        .sum();
+    let has_conv = gpu.exec_graph().nodes.iter().any(|n| n.op.type_name() == "Conv");
+    assert!(!has_conv || conv_time > 0.0, "{label}: conv nodes timed at zero");
     for ((_, a), (_, b)) in got.iter().zip(&again) {
         assert_eq!(a.to_f64_vec(), b.to_f64_vec(), "{label}: profiled run differs");
     }
@@ -81,8 +93,21 @@ fn read_npy(path: &Path) -> ArrayD<f32> {
 fn adapter_is_available() {
     let d = engine::wgpu_backend::adapter_description()
         .unwrap_or_else(|e| panic!("the wgpu tests need an adapter: {e}"));
-    eprintln!("adapter: {d}");
     assert!(!d.is_empty());
+    let graph = engine::zoo::build("zoo:resnet20:width=0.25,batch=1").unwrap_or_else(|e| panic!("{e}"));
+    let model = Model::from_graph(graph, "resnet20");
+    let session = Session::new(&model, &options(Backend::Cpu, true)).unwrap_or_else(|e| panic!("{e}"));
+    let exec = engine::wgpu_backend::WgpuExecutor::new(session.exec_graph().clone())
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "adapter: {d}; name {}, api {}, timing: {}, {} dispatches",
+        exec.adapter_name(),
+        exec.adapter_backend(),
+        exec.timing_method().describe(),
+        exec.dispatch_count()
+    );
+    assert_eq!(exec.adapter_name(), d.split(" (").next().unwrap_or(""));
+    assert!(exec.dispatch_count() > 0);
 }
 
 #[test]
