@@ -26,7 +26,7 @@ pub(crate) struct Rng {
 impl Rng {
     pub(crate) fn new(seed: u64) -> Rng {
         Rng {
-            state: seed ^ 0x5EED_0F_2007,
+            state: seed ^ 0x005E_ED0F_2007,
             spare: None,
         }
     }
@@ -265,7 +265,7 @@ impl Builder {
         let inf = self.feat(x).clone();
         let (cin, h, w) = (inf.shape[0], inf.shape[1], inf.shape[2]);
         assert!(
-            cin % group == 0 && cout % group == 0,
+            cin.is_multiple_of(group) && cout.is_multiple_of(group),
             "zoo builder: {name}: channels not divisible by group"
         );
         let cpg = cin / group;
