@@ -36,7 +36,9 @@ use crate::tensor::{DType, Tensor};
 /// How to fix the free dimensions of a graph's inputs.
 #[derive(Debug, Clone, Default)]
 pub struct BindSpec {
-    /// Value for a symbolic *leading* dimension of the inputs (default 1).
+    /// Value for a symbolic *leading* dimension of the inputs (default 1). When no input has a
+    /// symbolic leading dimension, an explicit batch replaces a fixed leading 1 (exports with
+    /// batch 1 baked in), provided every graph output then leads with the batch too.
     pub batch: Option<usize>,
     /// Explicit shapes by input name; they win over declared shapes (fixed dims included).
     pub shapes: HashMap<String, Vec<usize>>,
@@ -47,7 +49,28 @@ pub struct BindSpec {
 /// Binds input shapes, infers every value's dtype and shape, folds constants and removes dead
 /// nodes. See the module docs for the form of the returned graph.
 pub fn bind(graph: &Graph, spec: &BindSpec) -> Result<Graph> {
-    let input_shapes = bind_inputs(graph, spec)?;
+    let inputs = bind_inputs(graph, spec)?;
+    let overridden = inputs.overridden.clone();
+    bind_bound(graph, spec, inputs).map_err(|e| match e {
+        // Point at the likely cause: a batch-1 export that bakes the batch into a node.
+        Error::Node { node, op, message } if !overridden.is_empty() => Error::Node {
+            node,
+            op,
+            message: format!(
+                "{message} (the model was exported with batch 1 and input '{}' was given batch {}; the model probably hard-codes its batch size: export it with a dynamic batch axis)",
+                overridden[0],
+                spec.batch.unwrap_or(1)
+            ),
+        },
+        other => other,
+    })
+}
+
+fn bind_bound(graph: &Graph, spec: &BindSpec, inputs: BoundInputs) -> Result<Graph> {
+    let BoundInputs {
+        shapes: input_shapes,
+        overridden,
+    } = inputs;
 
     // What is known per value id: dtype and fixed shape; constants hold their tensors.
     let mut known: Vec<Option<(DType, Vec<usize>)>> = vec![None; graph.values.len()];
@@ -239,6 +262,23 @@ pub fn bind(graph: &Graph, spec: &BindSpec) -> Result<Graph> {
         let n = map(id, &mut out)?;
         out.outputs.push(n);
     }
+    if let (Some(b), Some(first)) = (spec.batch, overridden.first()) {
+        // A model exported with batch 1 may hard-code it (a Reshape to [1, -1]...); then the
+        // outputs silently stop carrying the batch. Refuse rather than profile a wrong model.
+        for &o in &out.outputs {
+            let v = out.value(o);
+            let shape = v.fixed_shape().unwrap_or_default();
+            if shape.first() != Some(&b) {
+                return Err(Error::Input {
+                    name: first.clone(),
+                    message: format!(
+                        "the model was exported with batch 1; running it with batch {b} gives output '{}' the shape {shape:?}, which does not lead with the batch, so the model hard-codes its batch size (export it with a dynamic batch axis)",
+                        v.name
+                    ),
+                });
+            }
+        }
+    }
     Ok(out)
 }
 
@@ -286,7 +326,7 @@ fn check_elements(
 /// Explicit shapes bind the symbols they cover (so `N` given for one input fixes `N` in every
 /// other input); then a symbolic leading dimension takes `spec.batch` (default 1); any other
 /// symbol left unbound is an error naming the input and the symbol.
-fn bind_inputs(graph: &Graph, spec: &BindSpec) -> Result<Vec<Vec<usize>>> {
+fn bind_inputs(graph: &Graph, spec: &BindSpec) -> Result<BoundInputs> {
     let input_names: Vec<&str> = graph
         .inputs
         .iter()
@@ -344,6 +384,7 @@ fn bind_inputs(graph: &Graph, spec: &BindSpec) -> Result<Vec<Vec<usize>>> {
 
     let batch = spec.batch.unwrap_or(1);
     let mut batch_used = false;
+    let mut overridden = Vec::new();
     for &id in &graph.inputs {
         let v = graph.value(id);
         if spec.shapes.contains_key(&v.name) {
@@ -369,8 +410,15 @@ fn bind_inputs(graph: &Graph, spec: &BindSpec) -> Result<Vec<Vec<usize>>> {
                     .into(),
             });
         };
+        // Many exports fix the batch at 1. An explicit batch then overrides that leading 1
+        // (checked against the outputs after inference, see `bind`); any other fixed leading
+        // size is a real model constraint.
+        let mut override_batch = None;
         if let (Some(b), false, Some(Dim::Fixed(f))) = (spec.batch, batch_used, dims.first()) {
-            if *f != b {
+            if *f == 1 && b != 1 {
+                override_batch = Some(b);
+                overridden.push(v.name.clone());
+            } else if *f != b {
                 return Err(Error::Input {
                     name: v.name.clone(),
                     message: format!(
@@ -398,9 +446,20 @@ fn bind_inputs(graph: &Graph, spec: &BindSpec) -> Result<Vec<Vec<usize>>> {
                 },
             });
         }
+        if let Some(b) = override_batch {
+            shape[0] = b;
+        }
         shapes.push(shape);
     }
-    Ok(shapes)
+    Ok(BoundInputs { shapes, overridden })
+}
+
+/// Result of binding the inputs.
+struct BoundInputs {
+    /// Fixed shapes for `graph.inputs`, in order.
+    shapes: Vec<Vec<usize>>,
+    /// Inputs whose fixed leading 1 was replaced by the requested batch.
+    overridden: Vec<String>,
 }
 
 fn fmt_dims(dims: &[Dim]) -> String {

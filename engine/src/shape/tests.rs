@@ -879,13 +879,75 @@ fn symbolic_binding() {
         vec![6, 2]
     );
     assert_eq!(shape_of(&bind(&b.g, &spec()).unwrap(), "x"), vec![1, 2]);
+    // A fixed leading 1 takes an explicit batch when the outputs follow it...
     let mut b = B::default();
     let x = b.fixed_input("x", &[1, 2]);
+    let r = b.node("r", Op::Relu, &[Some(x)]);
+    b.g.outputs = vec![r];
+    assert_eq!(
+        shape_of(&bind(&b.g, &spec()).unwrap(), "r_out0"),
+        vec![1, 2]
+    );
+    assert_eq!(
+        shape_of(
+            &bind(
+                &b.g,
+                &BindSpec {
+                    batch: Some(4),
+                    ..spec()
+                }
+            )
+            .unwrap(),
+            "r_out0"
+        ),
+        vec![4, 2]
+    );
+    // ...but not when the model hard-codes batch 1 in a Reshape.
+    let mut b = B::default();
+    let x = b.fixed_input("x", &[1, 2, 3]);
+    let s = b.ints("s", &[1, -1]);
+    let r = b.node("r", Op::Reshape { allowzero: false }, &[Some(x), Some(s)]);
+    b.g.outputs = vec![r];
+    match bind(
+        &b.g,
+        &BindSpec {
+            batch: Some(4),
+            ..spec()
+        },
+    ) {
+        Err(Error::Input { name, message }) => {
+            assert!(
+                name == "x" && message.contains("batch 4") && message.contains("[1, 24]"),
+                "{message}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // A hard-coded batch that breaks inference is reported with the likely cause.
+    let mut b = B::default();
+    let x = b.fixed_input("x", &[1, 2, 3]);
+    let s = b.ints("s", &[1, 6]);
+    let r = b.node("r", Op::Reshape { allowzero: false }, &[Some(x), Some(s)]);
+    b.g.outputs = vec![r];
+    let (_, _, msg) = node_err(bind(
+        &b.g,
+        &BindSpec {
+            batch: Some(4),
+            ..spec()
+        },
+    ));
+    assert!(
+        msg.contains("cannot reshape") && msg.contains("exported with batch 1"),
+        "{msg}"
+    );
+    // A fixed leading size other than 1 is a real constraint.
+    let mut b = B::default();
+    let x = b.fixed_input("x", &[3, 2]);
     b.g.outputs = vec![x];
     assert!(bind(
         &b.g,
         &BindSpec {
-            batch: Some(1),
+            batch: Some(3),
             ..spec()
         }
     )
