@@ -53,7 +53,7 @@ impl TimingMethod {
         match self {
             TimingMethod::GpuTimestamps => "GPU timestamp queries per node",
             TimingMethod::WallClockPerDispatch => {
-                "wall-clock per node (submit + wait; adapter lacks TIMESTAMP_QUERY)"
+                "wall-clock per node (each node submitted and waited for; no GPU timestamps)"
             }
         }
     }
@@ -108,6 +108,7 @@ pub struct WgpuExecutor {
     readback_bytes: u64,
     timestamps: Option<Timestamps>,
     errors: Arc<Mutex<Vec<String>>>,
+    /// Device bytes besides the graph's constants (arena, uniforms, derived BN tensors).
     device_bytes: u64,
 }
 
@@ -129,20 +130,33 @@ fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
 
 /// Name and API of the adapter this machine would use, without building an executor.
 pub fn adapter_description() -> Result<String> {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let info = pick_adapter(&instance)?.get_info();
-    Ok(format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type))
+    Ok(format!(
+        "{} ({:?}, {:?})",
+        info.name, info.backend, info.device_type
+    ))
 }
 
 impl WgpuExecutor {
     /// Prepares `graph` (bound: every value has a fixed shape and dtype): picks the adapter,
     /// compiles the shaders, uploads the constants and builds every node's bind groups.
     pub fn new(graph: Graph) -> Result<WgpuExecutor> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        Self::with_timing(graph, true)
+    }
+
+    /// Like [`WgpuExecutor::new`]; `use_timestamps = false` makes profiled runs use per-node
+    /// wall-clock timing even where GPU timestamps are available (to compare the two, and to
+    /// test that path on adapters that have timestamps).
+    pub fn with_timing(graph: Graph, use_timestamps: bool) -> Result<WgpuExecutor> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = pick_adapter(&instance)?;
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let timestamp = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let timestamp =
+            use_timestamps && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let required_features = if timestamp {
             wgpu::Features::TIMESTAMP_QUERY
         } else {
@@ -154,7 +168,12 @@ impl WgpuExecutor {
             required_limits: limits.clone(),
             ..Default::default()
         }))
-        .map_err(|e| backend_err(format!("adapter '{}': device request failed: {e}", info.name)))?;
+        .map_err(|e| {
+            backend_err(format!(
+                "adapter '{}': device request failed: {e}",
+                info.name
+            ))
+        })?;
         let errors: Arc<Mutex<Vec<String>>> = Arc::default();
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -211,7 +230,10 @@ impl WgpuExecutor {
                 cache: None,
             });
             if let Some(e) = pollster::block_on(scope.pop()) {
-                return Err(backend_err(format!("shader '{}' failed to compile: {e}", k.name())));
+                return Err(backend_err(format!(
+                    "shader '{}' failed to compile: {e}",
+                    k.name()
+                )));
             }
             pipelines.push((k, pipeline));
         }
@@ -307,7 +329,9 @@ impl WgpuExecutor {
             )));
         }
         if let Some(e) = validation_err {
-            return Err(backend_err(format!("setting up the graph failed validation: {e}")));
+            return Err(backend_err(format!(
+                "setting up the graph failed validation: {e}"
+            )));
         }
         let exec = WgpuExecutor {
             device,
@@ -394,7 +418,12 @@ impl WgpuExecutor {
     }
 
     /// Maps `buf` for reading, waits, and hands the bytes to `f`.
-    fn read_mapped<T>(&self, buf: &wgpu::Buffer, bytes: u64, f: impl FnOnce(&[u8]) -> T) -> Result<T> {
+    fn read_mapped<T>(
+        &self,
+        buf: &wgpu::Buffer,
+        bytes: u64,
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T> {
         let slice = buf.slice(0..bytes);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
@@ -417,7 +446,7 @@ impl WgpuExecutor {
     fn run_inner(
         &mut self,
         inputs: &[&Tensor],
-        mut trace: Option<&mut Vec<NodeTrace>>,
+        trace: Option<&mut Vec<NodeTrace>>,
     ) -> Result<Vec<Tensor>> {
         if inputs.len() != self.graph.inputs.len() {
             return Err(backend_err(format!(
@@ -446,8 +475,11 @@ impl WgpuExecutor {
                 Loc::Arena(off) => {
                     let data: Vec<f32> = a.iter().copied().collect();
                     if !data.is_empty() {
-                        self.queue
-                            .write_buffer(&self.arena, off as u64 * 4, bytemuck::cast_slice(&data));
+                        self.queue.write_buffer(
+                            &self.arena,
+                            off as u64 * 4,
+                            bytemuck::cast_slice(&data),
+                        );
                     }
                 }
                 _ => return Err(backend_err(format!("input '{name}' has no arena slot"))),
@@ -480,7 +512,9 @@ impl WgpuExecutor {
                 self.queue.submit([enc.finish()]);
                 let ticks: Vec<u64> = self.read_mapped(&ts.readback, count as u64 * 8, |b| {
                     b.chunks_exact(8)
-                        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                        .map(|c| {
+                            u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
+                        })
                         .collect()
                 })?;
                 for (i, e) in elapsed.iter_mut().enumerate() {
@@ -530,7 +564,13 @@ impl WgpuExecutor {
             let len = self.plan.elems[id.0];
             match self.plan.locs[id.0] {
                 Loc::Arena(off) if len > 0 => {
-                    enc.copy_buffer_to_buffer(&self.arena, off as u64 * 4, &self.readback, at, len as u64 * 4);
+                    enc.copy_buffer_to_buffer(
+                        &self.arena,
+                        off as u64 * 4,
+                        &self.readback,
+                        at,
+                        len as u64 * 4,
+                    );
                     where_.push(Some((at, len)));
                     at += len as u64 * 4;
                 }
@@ -558,10 +598,13 @@ impl WgpuExecutor {
                 (None, _) => Tensor::from_f32(&shape, Vec::new()),
             };
             outs.push(t.ok_or_else(|| {
-                backend_err(format!("output '{}' could not be assembled", self.graph.value(id).name))
+                backend_err(format!(
+                    "output '{}' could not be assembled",
+                    self.graph.value(id).name
+                ))
             })?);
         }
-        if let Some(tr) = trace.as_deref_mut() {
+        if let Some(tr) = trace {
             for (i, e) in elapsed.into_iter().enumerate() {
                 tr.push(NodeTrace {
                     node: i,
@@ -585,7 +628,8 @@ impl Executor for WgpuExecutor {
         self.run_inner(inputs, trace)
     }
 
-    /// Device bytes: the activation arena, the uploaded constants and per-node uniforms.
+    /// Device bytes besides the graph's constants (whose device copies mirror the host ones):
+    /// the activation arena, per-node uniforms and derived BatchNormalization tensors.
     fn reserved_bytes(&self) -> u64 {
         self.device_bytes
     }
@@ -651,12 +695,18 @@ impl Builder<'_> {
     fn upload(&mut self, label: &str, data: &[f32]) -> Result<usize> {
         let bytes = (data.len().max(1) * 4) as u64;
         (self.check_size)(&format!("constant '{label}'"), bytes)?;
-        let contents: Vec<f32> = if data.is_empty() { vec![0.0] } else { data.to_vec() };
-        let buf = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::cast_slice(&contents),
-            usage: wgpu::BufferUsages::STORAGE,
-        });
+        let contents: Vec<f32> = if data.is_empty() {
+            vec![0.0]
+        } else {
+            data.to_vec()
+        };
+        let buf = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::cast_slice(&contents),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
         *self.device_bytes += bytes;
         self.owned.push(buf);
         Ok(self.owned.len() - 1)
@@ -683,6 +733,8 @@ impl Builder<'_> {
         })?;
         let data: Vec<f32> = a.iter().copied().collect();
         let k = self.upload(&self.graph.value(id).name.clone(), &data)?;
+        // The session already counts the graph's constants.
+        *self.device_bytes -= (data.len().max(1) * 4) as u64;
         self.const_bufs.insert(id, k);
         Ok(k)
     }
@@ -695,7 +747,10 @@ impl Builder<'_> {
                 format!(
                     "value '{}' is {}; the wgpu backend computes in float32 only",
                     self.graph.value(id).name,
-                    self.graph.value(id).dtype.map_or("unknown".into(), |d| d.to_string())
+                    self.graph
+                        .value(id)
+                        .dtype
+                        .map_or("unknown".into(), |d| d.to_string())
                 ),
             ));
         }
@@ -707,7 +762,10 @@ impl Builder<'_> {
             }
             Loc::None => Err(node_err(
                 node,
-                format!("value '{}' has no device location", self.graph.value(id).name),
+                format!(
+                    "value '{}' has no device location",
+                    self.graph.value(id).name
+                ),
             )),
         }
     }
@@ -734,25 +792,51 @@ impl Builder<'_> {
         }
     }
 
-    fn dispatch(&mut self, kernel: Kernel, params: &[u32], consts: &Consts, work: [u32; 3]) -> Dispatch {
+    fn dispatch(
+        &mut self,
+        kernel: Kernel,
+        params: &[u32],
+        consts: &Consts,
+        work: [u32; 3],
+    ) -> Dispatch {
         let mut words = [0u32; PARAM_WORDS];
         words[..params.len()].copy_from_slice(params);
-        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(kernel.name()),
-            contents: bytemuck::cast_slice(&words),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+        let uniform = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(kernel.name()),
+                contents: bytemuck::cast_slice(&words),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
         *self.device_bytes += (PARAM_WORDS * 4) as u64;
-        let c0 = consts.slots.first().map_or(self.placeholder, |&k| &self.owned[k]);
-        let c1 = consts.slots.get(1).map_or(self.placeholder, |&k| &self.owned[k]);
+        let c0 = consts
+            .slots
+            .first()
+            .map_or(self.placeholder, |&k| &self.owned[k]);
+        let c1 = consts
+            .slots
+            .get(1)
+            .map_or(self.placeholder, |&k| &self.owned[k]);
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(kernel.name()),
             layout: self.layout,
             entries: &[
-                wgpu::BindGroupEntry { binding: 0, resource: self.arena.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 1, resource: c0.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 2, resource: c1.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 3, resource: uniform.as_entire_binding() },
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: self.arena.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: c0.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: c1.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: uniform.as_entire_binding(),
+                },
             ],
         });
         self.owned.push(uniform);
@@ -763,7 +847,11 @@ impl Builder<'_> {
             let x = wg.min(65535);
             [x as u32, wg.div_ceil(x) as u32, 1]
         };
-        Dispatch { kernel, bind_group, groups }
+        Dispatch {
+            kernel,
+            bind_group,
+            groups,
+        }
     }
 
     fn shape(&self, id: ValueId) -> Vec<usize> {
@@ -783,7 +871,10 @@ impl Builder<'_> {
             return Ok(None);
         };
         let t = self.graph.constants.get(&id).ok_or_else(|| {
-            node_err(node, format!("input {k} must be a constant on the wgpu backend"))
+            node_err(
+                node,
+                format!("input {k} must be a constant on the wgpu backend"),
+            )
         })?;
         let a = t
             .as_f32()
@@ -801,20 +892,22 @@ impl Builder<'_> {
             .iter()
             .any(|o| self.graph.value(*o).dtype != Some(DType::F32))
         {
-            return Err(node_err(node, "non-float32 output; the wgpu backend computes in float32 only"));
+            return Err(node_err(
+                node,
+                "non-float32 output; the wgpu backend computes in float32 only",
+            ));
         }
-        let total = node
-            .outputs
-            .first()
-            .map_or(0, |o| self.plan.elems[o.0]);
+        let total = node.outputs.first().map_or(0, |o| self.plan.elems[o.0]);
         if total == 0 {
             return Ok(Vec::new());
         }
         match &node.op {
             Op::Conv(c) => self.conv(node, c, Activation::None, false),
-            Op::FusedConv { conv, activation, has_residual } => {
-                self.conv(node, conv, *activation, *has_residual)
-            }
+            Op::FusedConv {
+                conv,
+                activation,
+                has_residual,
+            } => self.conv(node, conv, *activation, *has_residual),
             Op::Relu => self.unary_act(node, Activation::Relu),
             Op::LeakyRelu { alpha } => self.unary_act(node, Activation::LeakyRelu(*alpha)),
             Op::Sigmoid => self.unary_act(node, Activation::Sigmoid),
@@ -852,9 +945,12 @@ impl Builder<'_> {
             Op::GlobalAveragePool => self.global_pool(node, false),
             Op::GlobalMaxPool => self.global_pool(node, true),
             Op::Concat { axis } => self.concat(node, *axis),
-            Op::Gemm { alpha, beta, trans_a, trans_b } => {
-                self.gemm(node, *alpha, *beta, *trans_a, *trans_b)
-            }
+            Op::Gemm {
+                alpha,
+                beta,
+                trans_a,
+                trans_b,
+            } => self.gemm(node, *alpha, *beta, *trans_a, *trans_b),
             Op::MatMul => self.matmul(node),
             Op::Softmax { axis, legacy } => self.softmax(node, *axis, *legacy),
             Op::Transpose { perm } => self.transpose(node, perm.as_deref()),
@@ -871,7 +967,10 @@ impl Builder<'_> {
             }
             other => Err(node_err(
                 node,
-                format!("op {} is not implemented on the wgpu backend", other.type_name()),
+                format!(
+                    "op {} is not implemented on the wgpu backend",
+                    other.type_name()
+                ),
             )),
         }
     }
@@ -895,8 +994,12 @@ impl Builder<'_> {
             ));
         }
         let kernel = c.kernel_shape.clone().unwrap_or_else(|| ws[2..].to_vec());
-        if c.strides.len() != 2 || c.dilations.len() != 2 || c.pads.len() != 4 || kernel.len() != 2 {
-            return Err(node_err(node, "convolution attributes are not canonical 2-D"));
+        if c.strides.len() != 2 || c.dilations.len() != 2 || c.pads.len() != 4 || kernel.len() != 2
+        {
+            return Err(node_err(
+                node,
+                "convolution attributes are not canonical 2-D",
+            ));
         }
         let g = c.group.max(1);
         let mut consts = Consts::default();
@@ -919,11 +1022,34 @@ impl Builder<'_> {
         let (ak, aa, ab) = act_params(act);
         let m = ys[1];
         let params = [
-            xsel, xoff, wsel, woff, bias.is_some() as u32, res, self.out(node, 0)?,
-            xs[0] as u32, xs[1] as u32, xs[2] as u32, xs[3] as u32, m as u32,
-            ys[2] as u32, ys[3] as u32, kernel[0] as u32, kernel[1] as u32,
-            c.strides[0] as u32, c.strides[1] as u32, c.pads[0] as u32, c.pads[1] as u32,
-            c.dilations[0] as u32, c.dilations[1] as u32, g as u32, ak, aa, ab, bsel, boff,
+            xsel,
+            xoff,
+            wsel,
+            woff,
+            bias.is_some() as u32,
+            res,
+            self.out(node, 0)?,
+            xs[0] as u32,
+            xs[1] as u32,
+            xs[2] as u32,
+            xs[3] as u32,
+            m as u32,
+            ys[2] as u32,
+            ys[3] as u32,
+            kernel[0] as u32,
+            kernel[1] as u32,
+            c.strides[0] as u32,
+            c.strides[1] as u32,
+            c.pads[0] as u32,
+            c.pads[1] as u32,
+            c.dilations[0] as u32,
+            c.dilations[1] as u32,
+            g as u32,
+            ak,
+            aa,
+            ab,
+            bsel,
+            boff,
         ];
         let mg = m / g;
         let nn = ys[0] * ys[2] * ys[3];
@@ -940,7 +1066,10 @@ impl Builder<'_> {
 
     fn check_groups(&self, node: &Node, work: [u32; 3]) -> Result<()> {
         if work.iter().any(|&w| w > 65535) {
-            return Err(node_err(node, format!("dispatch of {work:?} workgroups exceeds 65535 per dimension")));
+            return Err(node_err(
+                node,
+                format!("dispatch of {work:?} workgroups exceeds 65535 per dimension"),
+            ));
         }
         Ok(())
     }
@@ -963,7 +1092,12 @@ impl Builder<'_> {
         p[26] = ak;
         p[27] = aa;
         p[28] = ab;
-        Ok(vec![self.dispatch(Kernel::Elementwise, &p, &consts, [total as u32, 1, 1])])
+        Ok(vec![self.dispatch(
+            Kernel::Elementwise,
+            &p,
+            &consts,
+            [total as u32, 1, 1],
+        )])
     }
 
     /// Copies input `x` (same element count as the output) into output 0.
@@ -980,7 +1114,12 @@ impl Builder<'_> {
         p[7] = 1;
         p[8] = total as u32;
         p[14] = 1;
-        Ok(vec![self.dispatch(Kernel::Elementwise, &p, &consts, [total as u32, 1, 1])])
+        Ok(vec![self.dispatch(
+            Kernel::Elementwise,
+            &p,
+            &consts,
+            [total as u32, 1, 1],
+        )])
     }
 
     fn binary(&mut self, node: &Node, op: u32, a: usize, b: usize) -> Result<Vec<Dispatch>> {
@@ -989,16 +1128,30 @@ impl Builder<'_> {
         self.binary_ids(node, op, a, b)
     }
 
-    fn binary_ids(&mut self, node: &Node, op: u32, a: ValueId, b: ValueId) -> Result<Vec<Dispatch>> {
+    fn binary_ids(
+        &mut self,
+        node: &Node,
+        op: u32,
+        a: ValueId,
+        b: ValueId,
+    ) -> Result<Vec<Dispatch>> {
         let ys = self.shape(node.outputs[0]);
-        let sa = broadcast_strides(&self.shape(a), &ys).ok_or_else(|| node_err(node, "inputs do not broadcast"))?;
-        let sb = broadcast_strides(&self.shape(b), &ys).ok_or_else(|| node_err(node, "inputs do not broadcast"))?;
+        let sa = broadcast_strides(&self.shape(a), &ys)
+            .ok_or_else(|| node_err(node, "inputs do not broadcast"))?;
+        let sb = broadcast_strides(&self.shape(b), &ys)
+            .ok_or_else(|| node_err(node, "inputs do not broadcast"))?;
         let mut consts = Consts::default();
         let (asel, aoff) = self.src(node, a, &mut consts)?;
         let (bsel, boff) = self.src(node, b, &mut consts)?;
         let (dims, sa, sb) = collapse(&ys, &sa, &sb);
         if dims.len() > 6 {
-            return Err(node_err(node, format!("broadcast over rank {} (at most 6 on the wgpu backend)", dims.len())));
+            return Err(node_err(
+                node,
+                format!(
+                    "broadcast over rank {} (at most 6 on the wgpu backend)",
+                    dims.len()
+                ),
+            ));
         }
         let total: usize = ys.iter().product();
         let mut p = [0u32; 29];
@@ -1015,21 +1168,39 @@ impl Builder<'_> {
             p[14 + k] = sa[k] as u32;
             p[20 + k] = sb[k] as u32;
         }
-        Ok(vec![self.dispatch(Kernel::Elementwise, &p, &consts, [total as u32, 1, 1])])
+        Ok(vec![self.dispatch(
+            Kernel::Elementwise,
+            &p,
+            &consts,
+            [total as u32, 1, 1],
+        )])
     }
 
     fn batchnorm(&mut self, node: &Node, eps: f32) -> Result<Vec<Dispatch>> {
         let x = self.input(node, 0)?;
         let xs = self.shape(x);
-        let c = *xs.get(1).ok_or_else(|| node_err(node, "input of rank < 2"))?;
+        let c = *xs
+            .get(1)
+            .ok_or_else(|| node_err(node, "input of rank < 2"))?;
         let get = |k: usize| -> Result<Vec<f32>> {
             self.const_f32(node, k)?
                 .filter(|v| v.len() == c)
-                .ok_or_else(|| node_err(node, format!("input {k} must be a constant of {c} values")))
+                .ok_or_else(|| {
+                    node_err(node, format!("input {k} must be a constant of {c} values"))
+                })
         };
         let (scale, bias, mean, var) = (get(1)?, get(2)?, get(3)?, get(4)?);
-        let a: Vec<f32> = scale.iter().zip(&var).map(|(s, v)| s / (v + eps).sqrt()).collect();
-        let b: Vec<f32> = bias.iter().zip(&mean).zip(&a).map(|((b, m), a)| b - m * a).collect();
+        let a: Vec<f32> = scale
+            .iter()
+            .zip(&var)
+            .map(|(s, v)| s / (v + eps).sqrt())
+            .collect();
+        let b: Vec<f32> = bias
+            .iter()
+            .zip(&mean)
+            .zip(&a)
+            .map(|((b, m), a)| b - m * a)
+            .collect();
         let ka = self.upload(&format!("{}.scale", node.name), &a)?;
         let kb = self.upload(&format!("{}.shift", node.name), &b)?;
         let mut consts = Consts::default();
@@ -1055,29 +1226,70 @@ impl Builder<'_> {
             p[14 + k] = sa[k] as u32;
             p[20 + k] = sb[k] as u32;
         }
-        Ok(vec![self.dispatch(Kernel::Elementwise, &p, &consts, [total as u32, 1, 1])])
+        Ok(vec![self.dispatch(
+            Kernel::Elementwise,
+            &p,
+            &consts,
+            [total as u32, 1, 1],
+        )])
     }
 
-    fn pool(&mut self, node: &Node, a: &crate::ir::PoolAttrs, is_max: bool) -> Result<Vec<Dispatch>> {
+    fn pool(
+        &mut self,
+        node: &Node,
+        a: &crate::ir::PoolAttrs,
+        is_max: bool,
+    ) -> Result<Vec<Dispatch>> {
         let x = self.input(node, 0)?;
         let xs = self.shape(x);
         let ys = self.shape(node.outputs[0]);
         if xs.len() != 4 || a.kernel_shape.len() != 2 || a.pads.len() != 4 {
-            return Err(node_err(node, format!("only 2-D pooling runs on the wgpu backend (input shape {xs:?})")));
+            return Err(node_err(
+                node,
+                format!("only 2-D pooling runs on the wgpu backend (input shape {xs:?})"),
+            ));
         }
-        let dil = if a.dilations.len() == 2 { a.dilations.clone() } else { vec![1, 1] };
-        let strides = if a.strides.len() == 2 { a.strides.clone() } else { vec![1, 1] };
+        let dil = if a.dilations.len() == 2 {
+            a.dilations.clone()
+        } else {
+            vec![1, 1]
+        };
+        let strides = if a.strides.len() == 2 {
+            a.strides.clone()
+        } else {
+            vec![1, 1]
+        };
         let mut consts = Consts::default();
         let (sel, off) = self.src(node, x, &mut consts)?;
         let params = [
-            sel, off, self.out(node, 0)?, (xs[0] * xs[1]) as u32, xs[2] as u32, xs[3] as u32,
-            ys[2] as u32, ys[3] as u32, a.kernel_shape[0] as u32, a.kernel_shape[1] as u32,
-            strides[0] as u32, strides[1] as u32, a.pads[0] as u32, a.pads[1] as u32,
-            dil[0] as u32, dil[1] as u32, is_max as u32, a.count_include_pad as u32,
-            a.pads[2] as u32, a.pads[3] as u32,
+            sel,
+            off,
+            self.out(node, 0)?,
+            (xs[0] * xs[1]) as u32,
+            xs[2] as u32,
+            xs[3] as u32,
+            ys[2] as u32,
+            ys[3] as u32,
+            a.kernel_shape[0] as u32,
+            a.kernel_shape[1] as u32,
+            strides[0] as u32,
+            strides[1] as u32,
+            a.pads[0] as u32,
+            a.pads[1] as u32,
+            dil[0] as u32,
+            dil[1] as u32,
+            is_max as u32,
+            a.count_include_pad as u32,
+            a.pads[2] as u32,
+            a.pads[3] as u32,
         ];
         let total = ys.iter().product::<usize>() as u32;
-        Ok(vec![self.dispatch(Kernel::Pool, &params, &consts, [total, 1, 1])])
+        Ok(vec![self.dispatch(
+            Kernel::Pool,
+            &params,
+            &consts,
+            [total, 1, 1],
+        )])
     }
 
     fn global_pool(&mut self, node: &Node, is_max: bool) -> Result<Vec<Dispatch>> {
@@ -1091,7 +1303,12 @@ impl Builder<'_> {
         let nc = (xs[0] * xs[1]) as u32;
         let hw = xs[2..].iter().product::<usize>() as u32;
         let params = [sel, off, self.out(node, 0)?, nc, hw, is_max as u32];
-        Ok(vec![self.dispatch(Kernel::GlobalPool, &params, &consts, [nc, 1, 1])])
+        Ok(vec![self.dispatch(
+            Kernel::GlobalPool,
+            &params,
+            &consts,
+            [nc, 1, 1],
+        )])
     }
 
     fn concat(&mut self, node: &Node, axis: i64) -> Result<Vec<Dispatch>> {
@@ -1099,7 +1316,10 @@ impl Builder<'_> {
         let r = ys.len() as i64;
         let ax = if axis < 0 { axis + r } else { axis };
         if ax < 0 || ax >= r {
-            return Err(node_err(node, format!("axis {axis} out of range for rank {r}")));
+            return Err(node_err(
+                node,
+                format!("axis {axis} out of range for rank {r}"),
+            ));
         }
         let ax = ax as usize;
         let outer: usize = ys[..ax].iter().product();
@@ -1114,8 +1334,21 @@ impl Builder<'_> {
             if inner_in > 0 && outer > 0 {
                 let mut consts = Consts::default();
                 let (sel, off) = self.src(node, *id, &mut consts)?;
-                let params = [sel, off, y, outer as u32, inner_in as u32, inner_out as u32, base as u32];
-                v.push(self.dispatch(Kernel::Concat, &params, &consts, [(outer * inner_in) as u32, 1, 1]));
+                let params = [
+                    sel,
+                    off,
+                    y,
+                    outer as u32,
+                    inner_in as u32,
+                    inner_out as u32,
+                    base as u32,
+                ];
+                v.push(self.dispatch(
+                    Kernel::Concat,
+                    &params,
+                    &consts,
+                    [(outer * inner_in) as u32, 1, 1],
+                ));
             }
             base += inner_in;
         }
@@ -1145,17 +1378,41 @@ impl Builder<'_> {
             None => (0, 0),
         };
         let params = [
-            asel, aoff, bsel, boff, csel, coff, c.is_some() as u32, self.out(node, 0)?,
-            m as u32, n as u32, k as u32, strides[0] as u32, strides[1] as u32,
-            strides[2] as u32, strides[3] as u32, c_strides[0] as u32, c_strides[1] as u32,
-            alpha.to_bits(), beta.to_bits(), batch.1 as u32, batch.2 as u32,
+            asel,
+            aoff,
+            bsel,
+            boff,
+            csel,
+            coff,
+            c.is_some() as u32,
+            self.out(node, 0)?,
+            m as u32,
+            n as u32,
+            k as u32,
+            strides[0] as u32,
+            strides[1] as u32,
+            strides[2] as u32,
+            strides[3] as u32,
+            c_strides[0] as u32,
+            c_strides[1] as u32,
+            alpha.to_bits(),
+            beta.to_bits(),
+            batch.1 as u32,
+            batch.2 as u32,
         ];
         let work = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch.0 as u32];
         self.check_groups(node, work)?;
         Ok(self.dispatch(Kernel::Gemm, &params, &consts, work))
     }
 
-    fn gemm(&mut self, node: &Node, alpha: f32, beta: f32, ta: bool, tb: bool) -> Result<Vec<Dispatch>> {
+    fn gemm(
+        &mut self,
+        node: &Node,
+        alpha: f32,
+        beta: f32,
+        ta: bool,
+        tb: bool,
+    ) -> Result<Vec<Dispatch>> {
         let a = self.input(node, 0)?;
         let b = self.input(node, 1)?;
         let (sa, sb) = (self.shape(a), self.shape(b));
@@ -1177,7 +1434,18 @@ impl Builder<'_> {
             None => [0, 0],
         };
         let c = c.filter(|_| beta != 0.0);
-        Ok(vec![self.gemm_dispatch(node, a, b, c, [m, n, k], [sam, sak, sbk, sbn], c_strides, alpha, beta, (1, 0, 0))?])
+        Ok(vec![self.gemm_dispatch(
+            node,
+            a,
+            b,
+            c,
+            [m, n, k],
+            [sam, sak, sbk, sbn],
+            c_strides,
+            alpha,
+            beta,
+            (1, 0, 0),
+        )?])
     }
 
     fn matmul(&mut self, node: &Node) -> Result<Vec<Dispatch>> {
@@ -1211,12 +1479,28 @@ impl Builder<'_> {
         };
         let (ab, bb) = match (bstride(&sa), bstride(&sb)) {
             (Some(x), Some(y)) => (x, y),
-            _ => return Err(node_err(node, format!("MatMul batch broadcast {sa:?} x {sb:?}"))),
+            _ => {
+                return Err(node_err(
+                    node,
+                    format!("MatMul batch broadcast {sa:?} x {sb:?}"),
+                ))
+            }
         };
         if batch > 65535 {
             return Err(node_err(node, "MatMul batch over 65535"));
         }
-        Ok(vec![self.gemm_dispatch(node, a, b, None, [m, n, k], [k, 1, n, 1], [0, 0], 1.0, 0.0, (batch, ab, bb))?])
+        Ok(vec![self.gemm_dispatch(
+            node,
+            a,
+            b,
+            None,
+            [m, n, k],
+            [k, 1, n, 1],
+            [0, 0],
+            1.0,
+            0.0,
+            (batch, ab, bb),
+        )?])
     }
 
     fn softmax(&mut self, node: &Node, axis: i64, legacy: bool) -> Result<Vec<Dispatch>> {
@@ -1225,7 +1509,10 @@ impl Builder<'_> {
         let r = xs.len() as i64;
         let ax = if axis < 0 { axis + r } else { axis };
         if ax < 0 || ax > r || (ax == r && !legacy) || (r == 0) {
-            return Err(node_err(node, format!("axis {axis} out of range for rank {r}")));
+            return Err(node_err(
+                node,
+                format!("axis {axis} out of range for rank {r}"),
+            ));
         }
         let ax = ax as usize;
         let outer: usize = xs[..ax].iter().product();
@@ -1236,8 +1523,20 @@ impl Builder<'_> {
         };
         let mut consts = Consts::default();
         let (sel, off) = self.src(node, x, &mut consts)?;
-        let params = [sel, off, self.out(node, 0)?, outer as u32, n as u32, inner as u32];
-        Ok(vec![self.dispatch(Kernel::Softmax, &params, &consts, [(outer * inner) as u32, 1, 1])])
+        let params = [
+            sel,
+            off,
+            self.out(node, 0)?,
+            outer as u32,
+            n as u32,
+            inner as u32,
+        ];
+        Ok(vec![self.dispatch(
+            Kernel::Softmax,
+            &params,
+            &consts,
+            [(outer * inner) as u32, 1, 1],
+        )])
     }
 
     fn transpose(&mut self, node: &Node, perm: Option<&[usize]>) -> Result<Vec<Dispatch>> {
@@ -1246,7 +1545,10 @@ impl Builder<'_> {
         let r = xs.len();
         let perm: Vec<usize> = perm.map_or_else(|| (0..r).rev().collect(), |p| p.to_vec());
         if perm.len() != r || r > 6 {
-            return Err(node_err(node, format!("permutation {perm:?} for rank {r} (at most 6)")));
+            return Err(node_err(
+                node,
+                format!("permutation {perm:?} for rank {r} (at most 6)"),
+            ));
         }
         let mut in_strides = vec![1usize; r];
         for d in (0..r.saturating_sub(1)).rev() {
@@ -1270,7 +1572,12 @@ impl Builder<'_> {
                 .and_then(|&d| in_strides.get(d))
                 .ok_or_else(|| node_err(node, "bad permutation"))? as u32;
         }
-        Ok(vec![self.dispatch(Kernel::Elementwise, &p, &consts, [total as u32, 1, 1])])
+        Ok(vec![self.dispatch(
+            Kernel::Elementwise,
+            &p,
+            &consts,
+            [total as u32, 1, 1],
+        )])
     }
 }
 

@@ -42,7 +42,12 @@ pub struct Plan {
 fn is_alias(op: &Op) -> bool {
     matches!(
         op,
-        Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze | Op::Unsqueeze | Op::Identity | Op::Dropout
+        Op::Flatten { .. }
+            | Op::Reshape { .. }
+            | Op::Squeeze
+            | Op::Unsqueeze
+            | Op::Identity
+            | Op::Dropout
     )
 }
 
@@ -156,11 +161,21 @@ mod tests {
     use crate::ir::{Dim, Node};
 
     fn f32v(g: &mut Graph, name: &str, n: usize) -> ValueId {
-        g.add_value(name, Some(DType::F32), Some(vec![Dim::Fixed(1), Dim::Fixed(n)]))
+        g.add_value(
+            name,
+            Some(DType::F32),
+            Some(vec![Dim::Fixed(1), Dim::Fixed(n)]),
+        )
     }
 
     fn node(op: Op, i: ValueId, o: ValueId) -> Node {
-        Node { name: format!("n{}", o.0), op, inputs: vec![Some(i)], outputs: vec![o], origin: vec![] }
+        Node {
+            name: format!("n{}", o.0),
+            op,
+            inputs: vec![Some(i)],
+            outputs: vec![o],
+            origin: vec![],
+        }
     }
 
     #[test]
