@@ -541,6 +541,163 @@ pub fn collect_traces(
     Ok(traces)
 }
 
+// ---- Builders over the engine's cost model, receptive fields and sessions. ----
+
+impl From<&crate::cost::NodeCost> for NodeFigures {
+    fn from(c: &crate::cost::NodeCost) -> Self {
+        NodeFigures {
+            macs: c.macs,
+            flops: c.flops,
+            params: c.params,
+            param_bytes: c.param_bytes,
+            output_bytes: c.output_bytes,
+            bytes_read: c.bytes_read,
+            bytes_written: c.bytes_written,
+        }
+    }
+}
+
+/// Cost figures and receptive field (of the first output) of every node of a bound graph.
+fn graph_parts(graph: &Graph) -> (Vec<NodeFigures>, Vec<Option<RfReport>>) {
+    let (costs, _) = crate::cost::graph_cost(graph);
+    let figures = costs.iter().map(NodeFigures::from).collect();
+    let per_value = crate::rf::analyze(graph);
+    let rfs = graph
+        .nodes
+        .iter()
+        .map(|n| {
+            let rf = n
+                .outputs
+                .first()
+                .and_then(|id| per_value.get(id.0).cloned().flatten())?;
+            Some(RfReport {
+                size: rf.size,
+                stride: rf.stride,
+                offset: rf.offset,
+                aligned: rf.aligned,
+            })
+        })
+        .collect();
+    (figures, rfs)
+}
+
+/// An analytic report of a bound graph: cost model and receptive fields only — no weights
+/// needed, nothing runs.
+pub fn analytic_graph(graph: &Graph, meta: &ReportMeta) -> ProfileReport {
+    let (figures, rfs) = graph_parts(graph);
+    analytic_from_parts(graph, &figures, &rfs, meta)
+}
+
+/// Report metadata of a session: source, threads, batch (leading dimension of the first
+/// input), backend `cpu`, and the calibrated peaks if this machine's cache already has them
+/// (use [`super::calibrate::calibration`] to measure them).
+pub fn session_meta(session: &crate::session::Session) -> ReportMeta {
+    let batch = session
+        .input_infos()
+        .first()
+        .and_then(|i| i.fixed_shape())
+        .and_then(|s| s.first().copied())
+        .unwrap_or(1);
+    let cal = super::calibrate::cached(session.threads());
+    ReportMeta {
+        model: session.source().to_string(),
+        backend: "cpu".into(),
+        batch,
+        threads: session.threads(),
+        peak_gflops: cal.as_ref().map(|c| c.peak_gflops),
+        peak_bandwidth_gbs: cal.as_ref().map(|c| c.bandwidth_gbs),
+    }
+}
+
+/// An analytic report of a prepared session's bound graph (nothing runs).
+pub fn analytic(session: &crate::session::Session) -> ProfileReport {
+    analytic_graph(session.bound_graph(), &session_meta(session))
+}
+
+/// Deterministic synthetic inputs for a session: standard-normal f32 (seeded), zeros for
+/// other element types.
+pub fn synthetic_inputs(session: &crate::session::Session) -> Vec<(String, crate::Tensor)> {
+    let mut seed = 0x5EED;
+    session
+        .input_infos()
+        .iter()
+        .map(|info| {
+            let shape = info.fixed_shape().unwrap_or_default();
+            let dtype = info.dtype.unwrap_or(crate::DType::F32);
+            let t = match dtype {
+                crate::DType::F32 => {
+                    let n = shape.iter().product();
+                    seed += 1;
+                    crate::Tensor::from_f32(&shape, synthetic_values(n, seed))
+                        .unwrap_or_else(|| crate::Tensor::zeros(dtype, &shape))
+                }
+                other => crate::Tensor::zeros(other, &shape),
+            };
+            (info.name.clone(), t)
+        })
+        .collect()
+}
+
+/// Runs `session` `warmup` times, then `iters` timed times with `inputs`, and reports medians
+/// per node (mapped back onto the bound graph) and for the whole run.
+pub fn measure_with_inputs(
+    session: &mut crate::session::Session,
+    inputs: &[(&str, crate::Tensor)],
+    meta: &ReportMeta,
+    warmup: usize,
+    iters: usize,
+    progress: &mut dyn FnMut(MeasureProgress),
+) -> crate::Result<ProfileReport> {
+    let traces = collect_traces(warmup, iters, progress, || {
+        session.run_profiled(inputs).map(|(_, t)| t)
+    })?;
+    let (figures, rfs) = graph_parts(session.bound_graph());
+    Ok(measured_from_parts(
+        session.bound_graph(),
+        &figures,
+        &rfs,
+        meta,
+        session.exec_graph(),
+        &traces,
+    ))
+}
+
+/// [`measure_with_inputs`] with [`synthetic_inputs`] and [`session_meta`], calibrating this
+/// machine first if its cache has no entry for the session's thread count (~0.3 s once).
+pub fn measure(
+    session: &mut crate::session::Session,
+    warmup: usize,
+    iters: usize,
+    progress: &mut dyn FnMut(MeasureProgress),
+) -> crate::Result<ProfileReport> {
+    let owned = synthetic_inputs(session);
+    let inputs: Vec<(&str, crate::Tensor)> =
+        owned.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    let mut meta = session_meta(session);
+    if meta.peak_gflops.is_none() {
+        let c = super::calibrate::calibration(session.threads());
+        meta.peak_gflops = Some(c.peak_gflops);
+        meta.peak_bandwidth_gbs = Some(c.bandwidth_gbs);
+    }
+    measure_with_inputs(session, &inputs, &meta, warmup, iters, progress)
+}
+
+/// `n` values uniform in [-1, 1) from a seeded SplitMix64 stream: reproducible inputs with no
+/// dependency on a PRNG crate.
+pub(crate) fn synthetic_values(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed;
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
@@ -742,144 +899,4 @@ mod tests {
             }
         );
     }
-}
-
-// ---- Builders over the engine's cost model, receptive fields and sessions. ----
-
-impl From<&crate::cost::NodeCost> for NodeFigures {
-    fn from(c: &crate::cost::NodeCost) -> Self {
-        NodeFigures {
-            macs: c.macs,
-            flops: c.flops,
-            params: c.params,
-            param_bytes: c.param_bytes,
-            output_bytes: c.output_bytes,
-            bytes_read: c.bytes_read,
-            bytes_written: c.bytes_written,
-        }
-    }
-}
-
-/// Cost figures and receptive field (of the first output) of every node of a bound graph.
-fn graph_parts(graph: &Graph) -> (Vec<NodeFigures>, Vec<Option<RfReport>>) {
-    let (costs, _) = crate::cost::graph_cost(graph);
-    let figures = costs.iter().map(NodeFigures::from).collect();
-    let per_value = crate::rf::analyze(graph);
-    let rfs = graph
-        .nodes
-        .iter()
-        .map(|n| {
-            let rf = n
-                .outputs
-                .first()
-                .and_then(|id| per_value.get(id.0).cloned().flatten())?;
-            Some(RfReport {
-                size: rf.size,
-                stride: rf.stride,
-                offset: rf.offset,
-                aligned: rf.aligned,
-            })
-        })
-        .collect();
-    (figures, rfs)
-}
-
-/// An analytic report of a bound graph: cost model and receptive fields only — no weights
-/// needed, nothing runs.
-pub fn analytic_graph(graph: &Graph, meta: &ReportMeta) -> ProfileReport {
-    let (figures, rfs) = graph_parts(graph);
-    analytic_from_parts(graph, &figures, &rfs, meta)
-}
-
-/// Report metadata of a session: source, threads, batch (leading dimension of the first
-/// input), backend `cpu`, and the calibrated peaks if this machine's cache already has them
-/// (use [`super::calibrate::calibration`] to measure them).
-pub fn session_meta(session: &crate::session::Session) -> ReportMeta {
-    let batch = session
-        .input_infos()
-        .first()
-        .and_then(|i| i.fixed_shape())
-        .and_then(|s| s.first().copied())
-        .unwrap_or(1);
-    let cal = super::calibrate::cached(session.threads());
-    ReportMeta {
-        model: session.source().to_string(),
-        backend: "cpu".into(),
-        batch,
-        threads: session.threads(),
-        peak_gflops: cal.as_ref().map(|c| c.peak_gflops),
-        peak_bandwidth_gbs: cal.as_ref().map(|c| c.bandwidth_gbs),
-    }
-}
-
-/// An analytic report of a prepared session's bound graph (nothing runs).
-pub fn analytic(session: &crate::session::Session) -> ProfileReport {
-    analytic_graph(session.bound_graph(), &session_meta(session))
-}
-
-/// Deterministic synthetic inputs for a session: standard-normal f32 (seeded), zeros for
-/// other element types.
-pub fn synthetic_inputs(session: &crate::session::Session) -> Vec<(String, crate::Tensor)> {
-    let mut rng = crate::random::Rng::new(0x5EED);
-    session
-        .input_infos()
-        .iter()
-        .map(|info| {
-            let shape = info.fixed_shape().unwrap_or_default();
-            let dtype = info.dtype.unwrap_or(crate::DType::F32);
-            let t = match dtype {
-                crate::DType::F32 => {
-                    let n = shape.iter().product();
-                    crate::Tensor::from_f32(&shape, rng.normal_vec(n))
-                        .unwrap_or_else(|| crate::Tensor::zeros(dtype, &shape))
-                }
-                other => crate::Tensor::zeros(other, &shape),
-            };
-            (info.name.clone(), t)
-        })
-        .collect()
-}
-
-/// Runs `session` `warmup` times, then `iters` timed times with `inputs`, and reports medians
-/// per node (mapped back onto the bound graph) and for the whole run.
-pub fn measure_with_inputs(
-    session: &mut crate::session::Session,
-    inputs: &[(&str, crate::Tensor)],
-    meta: &ReportMeta,
-    warmup: usize,
-    iters: usize,
-    progress: &mut dyn FnMut(MeasureProgress),
-) -> crate::Result<ProfileReport> {
-    let traces = collect_traces(warmup, iters, progress, || {
-        session.run_profiled(inputs).map(|(_, t)| t)
-    })?;
-    let (figures, rfs) = graph_parts(session.bound_graph());
-    Ok(measured_from_parts(
-        session.bound_graph(),
-        &figures,
-        &rfs,
-        meta,
-        session.exec_graph(),
-        &traces,
-    ))
-}
-
-/// [`measure_with_inputs`] with [`synthetic_inputs`] and [`session_meta`], calibrating this
-/// machine first if its cache has no entry for the session's thread count (~0.3 s once).
-pub fn measure(
-    session: &mut crate::session::Session,
-    warmup: usize,
-    iters: usize,
-    progress: &mut dyn FnMut(MeasureProgress),
-) -> crate::Result<ProfileReport> {
-    let owned = synthetic_inputs(session);
-    let inputs: Vec<(&str, crate::Tensor)> =
-        owned.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
-    let mut meta = session_meta(session);
-    if meta.peak_gflops.is_none() {
-        let c = super::calibrate::calibration(session.threads());
-        meta.peak_gflops = Some(c.peak_gflops);
-        meta.peak_bandwidth_gbs = Some(c.bandwidth_gbs);
-    }
-    measure_with_inputs(session, &inputs, &meta, warmup, iters, progress)
 }

@@ -51,10 +51,14 @@ pub fn sample_graph() -> Graph {
 
 /// [`sample_graph`] with a `hw`×`hw` input and `c` channels (weights small and non-zero).
 pub fn sample_graph_sized(hw: usize, c: usize) -> Graph {
-    let mut rng = crate::random::Rng::new(7);
+    let mut seed = 7;
     let mut weights = |shape: &[usize]| {
         let n = shape.iter().product();
-        let v = rng.normal_vec(n).iter().map(|x| 0.1 * x).collect();
+        seed += 1;
+        let v = super::build::synthetic_values(n, seed)
+            .iter()
+            .map(|x| 0.1 * x)
+            .collect();
         Tensor::from_f32(shape, v).unwrap_or_else(|| Tensor::zeros(DType::F32, shape))
     };
     let h2 = hw / 2;
