@@ -66,7 +66,11 @@ fn remove_identities(g: &mut Graph) {
     let mut i = 0;
     while i < g.nodes.len() {
         let node = &g.nodes[i];
-        let removable = matches!(node.op, Op::Identity | Op::Dropout) && !node.outputs.is_empty();
+        let removable = match node.op {
+            Op::Identity => true,
+            Op::Dropout => dropout_is_identity(g, node),
+            _ => false,
+        } && !node.outputs.is_empty();
         if !removable {
             i += 1;
             continue;
@@ -107,6 +111,19 @@ fn remove_identities(g: &mut Graph) {
             continue;
         }
         i += 1;
+    }
+}
+
+/// Whether a Dropout node is the inference identity: its `training_mode` input is absent or a
+/// constant false. (A true or run-time flag is left to the reference evaluator, which refuses
+/// training mode with a clear error instead of silently computing something else.)
+pub(crate) fn dropout_is_identity(g: &Graph, node: &Node) -> bool {
+    match node.inputs.get(2).copied().flatten() {
+        None => true,
+        Some(id) => g
+            .constants
+            .get(&id)
+            .is_some_and(|t| t.len() == 1 && t.to_f64_vec().first() == Some(&0.0)),
     }
 }
 

@@ -714,6 +714,9 @@ pub fn prepare(cx: &Ctx, node: &Node) -> Result<Option<Step>, KernelError> {
         | Op::Identity
         | Op::Dropout => {
             let Some(x) = input else { return Ok(None) };
+            if matches!(node.op, Op::Dropout) && !super::fuse::dropout_is_identity(cx.graph, node) {
+                return Ok(None);
+            }
             if x.len != output.len {
                 return Ok(None);
             }

@@ -532,3 +532,21 @@ mod zoo_models {
         }
     }
 }
+
+#[test]
+fn dropout_is_removed_only_in_inference_mode() {
+    for (flag, removed) in [(None, true), (Some(false), true), (Some(true), false)] {
+        let mut b = Builder::new();
+        let x = b.input("x", &[2, 3]);
+        let mut ins = vec![Some(x), None, None];
+        if let Some(f) = flag {
+            let t = Tensor::Bool(ndarray::ArrayD::from_elem(ndarray::IxDyn(&[]), f));
+            ins[2] = Some(b.constant("training", t));
+        }
+        let d = b.node("drop", Op::Dropout, &ins, &[&[2, 3]])[0];
+        let y = b.node1("relu", Op::Relu, &[d], &[2, 3]);
+        b.g.outputs = vec![y];
+        let opt = optimize(&b.g).unwrap();
+        assert_eq!(opt.nodes.len() == 1, removed, "training_mode {flag:?}");
+    }
+}
