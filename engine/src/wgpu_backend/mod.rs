@@ -1331,7 +1331,8 @@ impl Builder<'_> {
         for id in node.inputs.iter().flatten() {
             let xs = self.shape(*id);
             let inner_in = xs.get(ax).copied().unwrap_or(0) * after;
-            if inner_in > 0 && outer > 0 {
+            // Embedded inputs were written in place by their producers.
+            if inner_in > 0 && outer > 0 && !self.plan.embedded[id.0] {
                 let mut consts = Consts::default();
                 let (sel, off) = self.src(node, *id, &mut consts)?;
                 let params = [

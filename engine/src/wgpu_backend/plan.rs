@@ -5,8 +5,10 @@
 //! outputs: to the end of the run); two values may share elements only when those ranges do
 //! not intersect. Reshape-like ops (Flatten, Reshape, Squeeze, Unsqueeze, Identity, Dropout)
 //! produce aliases: their output is their input's range, and the input's lifetime stretches
-//! to cover the alias's readers. Nothing is written in place, so a kernel never reads elements
-//! it is writing.
+//! to cover the alias's readers. When a Concat joins along an axis with only size-1 axes before
+//! it (channels at batch 1), each input is a contiguous slice of the output: its producer writes
+//! there directly and the Concat costs nothing. Nothing is written in place, so a kernel never
+//! reads elements it is writing.
 
 use crate::error::{Error, Result};
 use crate::ir::{Graph, Op, ValueId};
@@ -33,6 +35,8 @@ pub struct Plan {
     pub elems: Vec<usize>,
     /// Values that are views of another value (no dispatch writes them).
     pub aliased: Vec<bool>,
+    /// Concat inputs whose producer writes straight into the Concat output (no copy).
+    pub embedded: Vec<bool>,
     /// Elements the arena must hold.
     pub arena_elems: usize,
     /// Activation bytes live right after each node.
@@ -59,13 +63,16 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
         .iter()
         .map(|v| v.fixed_shape().map_or(0, |s| s.iter().product()))
         .collect();
-    // root[v]: the value whose storage v uses.
-    let mut root: Vec<ValueId> = (0..nv).map(ValueId).collect();
+    // parent[v]: (value, element offset) whose storage v is part of: views alias their input
+    // at offset 0; Concat inputs are placed inside the Concat output at their slice.
+    let mut parent: Vec<Option<(ValueId, usize)>> = vec![None; nv];
     let mut aliased = vec![false; nv];
+    let mut embedded = vec![false; nv];
     let mut first = vec![usize::MAX; nv];
     for &id in &graph.inputs {
         first[id.0] = 0;
     }
+    let is_f32 = |id: ValueId| graph.value(id).dtype == Some(DType::F32);
     for (i, node) in graph.nodes.iter().enumerate() {
         for &o in &node.outputs {
             first[o.0] = i;
@@ -74,12 +81,72 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
             if let (Some(Some(x)), Some(&y)) = (node.inputs.first(), node.outputs.first()) {
                 let same_type = graph.value(*x).dtype == graph.value(y).dtype;
                 if same_type && elems[x.0] == elems[y.0] && !graph.inputs.contains(&y) {
-                    root[y.0] = root[x.0];
+                    parent[y.0] = Some((*x, 0));
                     aliased[y.0] = true;
                 }
             }
         }
     }
+    // Concat along an axis with nothing but size-1 axes before it: every input is one
+    // contiguous slice of the output, so its producer can write there directly.
+    for node in &graph.nodes {
+        let (Op::Concat { axis }, Some(&y)) = (&node.op, node.outputs.first()) else {
+            continue;
+        };
+        let Some(ys) = graph.value(y).fixed_shape() else {
+            continue;
+        };
+        let r = ys.len() as i64;
+        let ax = if *axis < 0 { axis + r } else { *axis };
+        if ax < 0 || ax >= r || !is_f32(y) || graph.inputs.contains(&y) {
+            continue;
+        }
+        let ax = ax as usize;
+        if ys[..ax].iter().product::<usize>() != 1 {
+            continue;
+        }
+        let after: usize = ys[ax + 1..].iter().product();
+        let mut base = 0usize;
+        for id in node.inputs.iter().flatten() {
+            let once = node.inputs.iter().flatten().filter(|&&v| v == *id).count() == 1;
+            let produced = first[id.0] != usize::MAX && !graph.inputs.contains(id);
+            if once
+                && produced
+                && *id != y
+                && parent[id.0].is_none()
+                && !graph.is_constant(*id)
+                && is_f32(*id)
+            {
+                parent[id.0] = Some((y, base * after));
+                embedded[id.0] = true;
+            }
+            base += graph
+                .value(*id)
+                .fixed_shape()
+                .and_then(|s| s.get(ax).copied())
+                .unwrap_or(0);
+        }
+    }
+    // Resolve every value to its storage root and element offset inside it.
+    let resolve = |mut v: ValueId| -> (ValueId, usize) {
+        let mut off = 0usize;
+        while let Some((p, o)) = parent[v.0] {
+            off += o;
+            v = p;
+        }
+        (v, off)
+    };
+    let res: Vec<(ValueId, usize)> = (0..nv).map(|v| resolve(ValueId(v))).collect();
+    let root: Vec<ValueId> = res.iter().map(|r| r.0).collect();
+    // A root lives from the first definition of any member to the last read of any member.
+    let mut root_first = vec![usize::MAX; nv];
+    for v in 0..nv {
+        if first[v] != usize::MAX {
+            let r = root[v].0;
+            root_first[r] = root_first[r].min(first[v]);
+        }
+    }
+    let first = root_first;
     let mut last = vec![0usize; nv];
     for (i, node) in graph.nodes.iter().enumerate() {
         for id in node.inputs.iter().flatten() {
@@ -133,8 +200,13 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
         locs[id.0] = Loc::Const(*id);
     }
     for v in 0..nv {
-        if aliased[v] {
-            locs[v] = locs[root[v].0];
+        let (r, off) = res[v];
+        if r.0 != v {
+            locs[v] = match locs[r.0] {
+                Loc::Arena(base) => Loc::Arena(base + off as u32),
+                Loc::Const(c) if off == 0 => Loc::Const(c),
+                _ => Loc::None,
+            };
         }
     }
     let live_after = (0..n)
@@ -150,6 +222,7 @@ pub fn plan(graph: &Graph) -> Result<Plan> {
         locs,
         elems,
         aliased,
+        embedded,
         arena_elems: arena,
         live_after,
     })
@@ -203,5 +276,40 @@ mod tests {
         assert_eq!(p.locs[d.0], p.locs[a.0]);
         assert_ne!(p.locs[a.0], p.locs[x.0]);
         assert_eq!(p.arena_elems, 2 * 128);
+    }
+
+    #[test]
+    fn concat_inputs_are_written_into_their_slices() {
+        let mut g = Graph::default();
+        let x = f32v(&mut g, "x", 10);
+        let a = f32v(&mut g, "a", 10);
+        let b = f32v(&mut g, "b", 10);
+        let y = f32v(&mut g, "y", 30);
+        g.inputs = vec![x];
+        g.outputs = vec![y];
+        g.nodes = vec![
+            node(Op::Relu, x, a),
+            node(Op::Sigmoid, x, b),
+            Node {
+                name: "cat".into(),
+                op: Op::Concat { axis: 1 },
+                // x is a graph input: copied, not embedded.
+                inputs: vec![Some(a), Some(x), Some(b)],
+                outputs: vec![y],
+                origin: vec![],
+            },
+        ];
+        let p = plan(&g).unwrap_or_else(|e| panic!("{e}"));
+        let Loc::Arena(base) = p.locs[y.0] else {
+            panic!("y not in arena")
+        };
+        assert_eq!(p.locs[a.0], Loc::Arena(base));
+        assert_eq!(p.locs[b.0], Loc::Arena(base + 20));
+        assert!(p.embedded[a.0] && p.embedded[b.0] && !p.embedded[x.0]);
+        // x (live from the start) must not overlap y's range, which a and b occupy early.
+        let Loc::Arena(xo) = p.locs[x.0] else {
+            panic!("x not in arena")
+        };
+        assert!(xo as usize + 10 <= base as usize || base as usize + 30 <= xo as usize);
     }
 }
