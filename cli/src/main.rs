@@ -1,1 +1,54 @@
-fn main() {}
+//! The `engine` command-line tool. It only parses arguments, calls the libraries and prints:
+//! all logic lives in the `engine` crate.
+
+mod cmd_run;
+mod common;
+mod exit;
+mod model_arg;
+mod npy;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// CPU-first neural-network inference engine: run ONNX models and see what every layer costs.
+#[derive(Parser, Debug)]
+#[command(name = "engine", version, about, long_about = None,
+    after_help = "Example:\n  engine profile                # profile the built-in ResNet-50\n  engine run model.onnx -i x.npy -o y.npy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a model on .npy inputs (or a seeded random input) and write its outputs.
+    Run(cmd_run::RunArgs),
+    /// Print a shell completion script.
+    #[command(after_help = "Example:\n  engine completions bash > /etc/bash_completion.d/engine")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => cmd_run::run(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "engine", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(exit::code_for(&err))
+        }
+    }
+}

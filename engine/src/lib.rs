@@ -12,6 +12,7 @@ pub mod ir;
 pub mod kernels;
 pub mod ops;
 pub mod profile;
+pub mod random;
 pub mod rf;
 pub mod session;
 pub mod shape;
