@@ -45,11 +45,6 @@ impl ModelArgs {
         crate::model_arg::load(self.model.as_deref())
     }
 
-    /// The source string of the model (after resolving the default and zoo names).
-    pub fn source(&self) -> String {
-        crate::model_arg::resolve(self.model.as_deref())
-    }
-
     pub fn session_options(&self) -> SessionOptions {
         SessionOptions {
             threads: self.threads,

@@ -29,3 +29,19 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
     }
     1
 }
+
+/// The error and its causes, leaving out causes whose text the message already contains
+/// (library errors often embed their source).
+pub fn describe(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
+}

@@ -1,6 +1,7 @@
 //! The `engine` command-line tool. It only parses arguments, calls the libraries and prints:
 //! all logic lives in the `engine` crate.
 
+mod cmd_profile;
 mod cmd_run;
 mod common;
 mod exit;
@@ -22,6 +23,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Per-node time, memory, compute and receptive field (table, JSON, CSV, Chrome trace, SVG).
+    Profile(cmd_profile::ProfileArgs),
     /// Run a model on .npy inputs (or a seeded random input) and write its outputs.
     Run(cmd_run::RunArgs),
     /// Print a shell completion script.
@@ -34,6 +37,7 @@ enum Command {
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Profile(args) => cmd_profile::run(args),
         Command::Run(args) => cmd_run::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "engine", &mut std::io::stdout());
@@ -47,7 +51,7 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", exit::describe(&err));
             ExitCode::from(exit::code_for(&err))
         }
     }
