@@ -139,50 +139,72 @@ fn pool_plane_2d(g: &PoolGeometry, kind: PoolKind, x: &[f32], out: &mut [f32]) {
         })
         .collect();
     let is_max = kind == PoolKind::Max;
-    let mut count = vec![0u32; ow];
+    // Average divisors are separable (valid or padded taps per row × per column): column counts
+    // are computed once per plane instead of counting taps per output value.
+    let count_include_pad = matches!(
+        kind,
+        PoolKind::Avg {
+            count_include_pad: true
+        }
+    );
+    let col_count: Vec<usize> = (0..ow)
+        .map(|ox| {
+            if count_include_pad {
+                padded_count(ox, kw, sw, dw, iw + pw + g.pads_end[1])
+            } else {
+                ranges.iter().filter(|r| r.0 <= ox && ox < r.1).count()
+            }
+        })
+        .collect();
     for oy in 0..oh {
         let acc = &mut out[oy * ow..(oy + 1) * ow];
         acc.fill(if is_max { f32::NEG_INFINITY } else { 0.0 });
-        count.fill(0);
+        let mut valid_rows = 0usize;
         for ky in 0..kh {
             let iy = (oy * sh + ky * dh) as isize - ph as isize;
             if iy < 0 || iy >= ih as isize {
                 continue;
             }
+            valid_rows += 1;
             let row = &x[iy as usize * iw..(iy as usize + 1) * iw];
             for &(lo, hi, off) in &ranges {
                 if lo >= hi {
                     continue;
                 }
                 let start = ((lo * sw) as isize + off) as usize;
-                if is_max {
-                    if sw == 1 {
+                // Stride 1 zips contiguous slices (vectorises); other strides gather.
+                match (is_max, sw) {
+                    (true, 1) => {
                         for (a, s) in acc[lo..hi].iter_mut().zip(&row[start..start + hi - lo]) {
                             *a = a.max(*s);
                         }
-                    } else {
+                    }
+                    (true, _) => {
                         for (i, a) in acc[lo..hi].iter_mut().enumerate() {
                             *a = a.max(row[start + i * sw]);
                         }
                     }
-                } else {
-                    for (i, a) in acc[lo..hi].iter_mut().enumerate() {
-                        *a += row[start + i * sw];
+                    (false, 1) => {
+                        for (a, s) in acc[lo..hi].iter_mut().zip(&row[start..start + hi - lo]) {
+                            *a += *s;
+                        }
                     }
-                    for c in &mut count[lo..hi] {
-                        *c += 1;
+                    (false, _) => {
+                        for (i, a) in acc[lo..hi].iter_mut().enumerate() {
+                            *a += row[start + i * sw];
+                        }
                     }
                 }
             }
         }
-        if let PoolKind::Avg { count_include_pad } = kind {
-            for (ox, a) in acc.iter_mut().enumerate() {
-                let div = if count_include_pad {
-                    padded_count(oy, kh, sh, dh, ih + ph + g.pads_end[0])
-                        * padded_count(ox, kw, sw, dw, iw + pw + g.pads_end[1])
-                } else {
-                    count[ox] as usize
-                };
+        if !is_max {
+            let rows = if count_include_pad {
+                padded_count(oy, kh, sh, dh, ih + ph + g.pads_end[0])
+            } else {
+                valid_rows
+            };
+            for (a, &cc) in acc.iter_mut().zip(&col_count) {
+                let div = rows * cc;
                 *a = if div == 0 { 0.0 } else { *a / div as f32 };
             }
         }
@@ -368,6 +390,10 @@ mod tests {
             geom(&[7, 7], &[7, 7], &[1, 1], &[1, 1], &[0, 0], &[0, 0], false),
             geom(&[8, 8], &[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false),
             geom(&[35, 35], &[3, 3], &[2, 2], &[1, 1], &[0, 0], &[0, 0], true),
+            // Stride-1 fast paths with asymmetric pads, dilation and ceil overhang.
+            geom(&[9, 11], &[3, 3], &[1, 1], &[1, 1], &[1, 0], &[0, 2], false),
+            geom(&[10, 9], &[3, 2], &[1, 1], &[2, 2], &[2, 1], &[1, 1], true),
+            geom(&[6, 7], &[5, 5], &[1, 2], &[1, 1], &[2, 2], &[2, 2], true),
         ];
         for (i, g) in cases.iter().enumerate() {
             let x = rand_vec(g.batch * g.channels * g.in_plane(), i as u64);
