@@ -56,6 +56,10 @@ pub enum Error {
     Backend { backend: String, message: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// An image given as model input could not be read, decoded or fitted to the input (see
+    /// `engine::preprocess`). `path` is the file's path or the label given with its bytes.
+    #[error("{path}: {message}")]
+    Image { path: String, message: String },
 }
 
 impl Error {

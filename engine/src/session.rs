@@ -93,6 +93,7 @@ pub struct Session {
     memory_limit: u64,
     /// Bytes the session holds: constants + executor reservations.
     reserved_bytes: u64,
+    backend: Backend,
 }
 
 impl Model {
@@ -245,6 +246,7 @@ impl Session {
             input_infos,
             memory_limit: limit,
             reserved_bytes,
+            backend: options.backend,
         })
     }
 
@@ -355,6 +357,11 @@ impl Session {
 
     pub fn memory_plan(&self) -> &MemoryPlan {
         &self.plan
+    }
+
+    /// The device this session executes on.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Worker threads kernels run on.
