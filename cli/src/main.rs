@@ -1,6 +1,7 @@
 //! The `engine` command-line tool. It only parses arguments, calls the libraries and prints:
 //! all logic lives in the `engine` crate.
 
+mod cmd_bench;
 mod cmd_profile;
 mod cmd_run;
 mod common;
@@ -27,6 +28,9 @@ enum Command {
     Profile(cmd_profile::ProfileArgs),
     /// Run a model on .npy inputs (or a seeded random input) and write its outputs.
     Run(cmd_run::RunArgs),
+    /// Whole-model latency (median, min, p90, mean), images/s, achieved GFLOP/s and peak RSS.
+    #[command(after_help = "Example:\n  engine bench resnet50.onnx --threads 2 --batch 8 --warmup 5 --iters 20 --json")]
+    Bench(cmd_bench::BenchArgs),
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  engine completions bash > /etc/bash_completion.d/engine")]
     Completions {
@@ -39,6 +43,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Profile(args) => cmd_profile::run(args),
         Command::Run(args) => cmd_run::run(args),
+        Command::Bench(args) => cmd_bench::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "engine", &mut std::io::stdout());
             Ok(())
