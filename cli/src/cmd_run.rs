@@ -1,10 +1,12 @@
-//! `engine run`: execute a model on .npy inputs (or a seeded random input) and save outputs.
+//! `engine run`: execute a model on .npy inputs, an image, or a seeded random input, and save
+//! outputs.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
+use engine::preprocess::{self, ImageInput, Preprocess};
 use engine::session::{Session, SessionOptions};
 use engine::Tensor;
 
@@ -13,7 +15,7 @@ use crate::exit::bad_input;
 use crate::npy;
 
 #[derive(Args, Debug)]
-#[command(after_help = "Example:\n  engine run model.onnx --input x.npy --output y.npy --threads 2")]
+#[command(after_help = "Examples:\n  engine run model.onnx --input x.npy --output y.npy --threads 2\n  engine run resnet50.onnx --image cat.jpg --labels imagenet_classes.txt")]
 pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -29,6 +31,29 @@ pub struct RunArgs {
     /// Seed of the N(0,1) input used when no --input is given.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Feed this PNG or JPEG image to the model's first input (batch 1), preprocessed as
+    /// --preprocess says.
+    #[arg(long, value_name = "FILE.jpg|png", conflicts_with = "inputs")]
+    pub image: Option<PathBuf>,
+    /// How --image becomes a tensor: `imagenet` resizes (shorter side 256/224 of the input
+    /// size, PIL bilinear), centre-crops, scales to [0,1] and normalises with the ImageNet
+    /// mean/std, as torchvision; `none` feeds the raw 0-255 pixels of an image that already has
+    /// the input's size.
+    #[arg(long, value_enum, default_value_t = PreprocessArg::Imagenet, value_name = "RECIPE")]
+    pub preprocess: PreprocessArg,
+    /// Class names, one per line (line i names class i), for the top-5 printout.
+    #[arg(long, value_name = "FILE.txt")]
+    pub labels: Option<PathBuf>,
+}
+
+/// `--preprocess` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum PreprocessArg {
+    /// torchvision's ImageNet evaluation recipe.
+    #[default]
+    Imagenet,
+    /// Raw pixels (0-255), no resizing.
+    None,
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -58,6 +83,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         let tensor = npy::read_tensor(std::path::Path::new(&path)).map_err(|e| crate::exit::BadInput(format!("{e:#}")))?;
         given.push((name, tensor));
     }
+    if let Some(path) = &args.image {
+        given.push(image_input(&args, &model, path)?);
+    }
+    let labels = match &args.labels {
+        Some(path) => Some(read_labels(path)?),
+        None => None,
+    };
 
     let mut options: SessionOptions = args.model.checked_session_options()?;
     let mut shapes = HashMap::new();
@@ -97,10 +129,57 @@ pub fn run(args: RunArgs) -> Result<()> {
                 let slice = &values[row * cols..(row + 1) * cols];
                 let mut idx: Vec<usize> = (0..cols).collect();
                 idx.sort_by(|&a, &b| slice[b].total_cmp(&slice[a]));
-                let top: Vec<String> = idx.iter().take(5).map(|&i| format!("{i}: {:.6}", slice[i])).collect();
-                println!("  [{row}] top-5: {}", top.join(", "));
+                match &labels {
+                    None => {
+                        let top: Vec<String> = idx.iter().take(5).map(|&i| format!("{i}: {:.6}", slice[i])).collect();
+                        println!("  [{row}] top-5: {}", top.join(", "));
+                    }
+                    Some(labels) => {
+                        if row == 0 && labels.len() != cols {
+                            eprintln!(
+                                "warning: the labels file has {} lines but output '{name}' has {cols} classes",
+                                labels.len()
+                            );
+                        }
+                        println!("  [{row}] top-5:");
+                        for (rank, &i) in idx.iter().take(5).enumerate() {
+                            let label = labels.get(i).map_or("?", String::as_str);
+                            println!("    {}. {label} ({i}): {:.6}", rank + 1, slice[i]);
+                        }
+                    }
+                }
             }
         }
     }
     Ok(())
+}
+
+/// Decodes `--image` and preprocesses it for the model's first input. The input's size comes
+/// from `--input-shape` when given, else from the model's declared shape.
+fn image_input(args: &RunArgs, model: &engine::Model, path: &std::path::Path) -> Result<(String, Tensor)> {
+    if args.model.batch.is_some_and(|b| b != 1) {
+        return bad_input("--image feeds one image: use --batch 1 or leave --batch out");
+    }
+    let inputs = model.inputs();
+    let Some(info) = inputs.first() else {
+        return bad_input("--image: the model has no inputs");
+    };
+    let explicit = args.model.checked_session_options()?.input_shapes.remove(&info.name);
+    let target = match explicit {
+        Some(shape) => ImageInput::from_shape(&info.name, &shape)?,
+        None => ImageInput::for_input(info)?,
+    };
+    let recipe = match args.preprocess {
+        PreprocessArg::Imagenet => Preprocess::Imagenet,
+        PreprocessArg::None => Preprocess::None,
+    };
+    let tensor = preprocess::load_image_tensor(path, target, recipe)?;
+    Ok((info.name.clone(), tensor))
+}
+
+/// One label per line; a trailing carriage return (Windows files) is dropped.
+fn read_labels(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| crate::exit::BadInput(format!("--labels {}: cannot read: {e}", path.display())))?;
+    Ok(text.lines().map(|l| l.trim_end_matches('\r').to_string()).collect())
 }
