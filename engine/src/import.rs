@@ -1,4 +1,4 @@
-//! ONNX model ([`onnx_import::OnnxModel`]) → engine IR ([`ir::Graph`]).
+//! ONNX model ([`onnx_import::OnnxModel`]) → engine IR ([`crate::ir::Graph`]).
 //!
 //! Attributes are parsed here, once, with the ONNX defaults, so nothing downstream ever reads
 //! an attribute map. Every node the engine cannot run is collected and reported together in a

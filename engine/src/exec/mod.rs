@@ -1,4 +1,4 @@
-//! Execution: graph rewrites ([`fuse`]), the activation memory plan ([`plan`]) and the CPU
+//! Execution: graph rewrites ([`fuse`]), the activation memory plan (`plan`) and the CPU
 //! executor ([`executor`]) behind the [`Executor`] trait other backends implement too.
 
 pub mod executor;

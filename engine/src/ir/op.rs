@@ -86,9 +86,9 @@ pub enum PadMode {
 /// One operator. Input order follows ONNX (after the importer's opset normalisation).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    /// X, W, [B]
+    /// X, W, \[B\]
     Conv(ConvAttrs),
-    /// Conv with its epilogue fused by the engine: X, W, [B], [residual added before the
+    /// Conv with its epilogue fused by the engine: X, W, \[B\], [residual added before the
     /// activation]. `fused` lists how many original nodes it stands for (see `Node::origin`).
     FusedConv {
         conv: ConvAttrs,
@@ -100,7 +100,7 @@ pub enum Op {
     Relu,
     LeakyRelu { alpha: f32 },
     Sigmoid,
-    /// X, [min], [max]
+    /// X, \[min\], \[max\]
     Clip,
     MaxPool(PoolAttrs),
     AveragePool(PoolAttrs),
@@ -114,33 +114,33 @@ pub enum Op {
     /// Variadic elementwise sum with broadcasting.
     Sum,
     Concat { axis: i64 },
-    /// A, B, [C]
+    /// A, B, \[C\]
     Gemm { alpha: f32, beta: f32, trans_a: bool, trans_b: bool },
     MatMul,
     Flatten { axis: i64 },
     /// data, shape
     Reshape { allowzero: bool },
     Transpose { perm: Option<Vec<usize>> },
-    /// data, [axes]
+    /// data, \[axes\]
     Squeeze,
     /// data, axes
     Unsqueeze,
     /// `legacy` is the opset < 13 meaning: flatten to 2-D at `axis`, softmax over the rest.
     Softmax { axis: i64, legacy: bool },
     Identity,
-    /// data, [ratio], [training_mode] — inference only: identity (mask output all true).
+    /// data, \[ratio\], \[training_mode\] — inference only: identity (mask output all true).
     Dropout,
     /// Output of the given value (ConstantOfShape: input is the shape).
     ConstantOfShape { value: Tensor },
     Shape { start: i64, end: Option<i64> },
     /// data, indices
     Gather { axis: i64 },
-    /// data, starts, ends, [axes], [steps]
+    /// data, starts, ends, \[axes\], \[steps\]
     Slice,
     Cast { to: DType },
-    /// data, pads, [constant_value], [axes]
+    /// data, pads, \[constant_value\], \[axes\]
     Pad { mode: PadMode },
-    /// data, [axes]
+    /// data, \[axes\]
     ReduceMean { keepdims: bool, noop_with_empty_axes: bool },
 }
 

@@ -16,7 +16,7 @@
 //!
 //! Status (measured on a 2-core AMD EPYC with AVX2 only, see benches/benches/kernels.rs): the
 //! AVX2 kernel reaches ~65–70 GFLOP/s on ResNet-50 1×1 convs, ~80% of the `gemm` crate's
-//! ~80, so [`super::conv`] defaults to the `gemm` crate. The AVX-512 kernel could not be run on
+//! ~80, so `super::conv` defaults to the `gemm` crate. The AVX-512 kernel could not be run on
 //! this machine (no AVX-512): it is tested only where the CPU has AVX-512F.
 
 use super::cpu_features::{detected_simd_level, simd_level, SimdLevel};

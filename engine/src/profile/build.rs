@@ -1,6 +1,6 @@
 //! Building a [`ProfileReport`]: analytically from a bound graph, or by timing a session.
 //!
-//! Both paths meet in [`assemble`], which takes per-node analytic figures for the original
+//! Both paths meet in `assemble`, which takes per-node analytic figures for the original
 //! (bound, unfused) graph and, optionally, per-execution-node measurements, and maps the latter
 //! back onto the former through each execution node's `origin` list.
 

@@ -103,7 +103,7 @@ fn row(i: usize, n: &NodeReport) -> Vec<String> {
     ]
 }
 
-/// Renders the nodes as CSV with a header row ([`CSV_COLUMNS`]).
+/// Renders the nodes as CSV with a header row (`CSV_COLUMNS`).
 pub fn to_csv(report: &ProfileReport) -> String {
     let mut out = CSV_COLUMNS.join(",");
     out.push('\n');

@@ -12,7 +12,7 @@
 //! - [`build`]: [`analytic`] (no run, no weights) and [`measure`] (warm-up + timed runs).
 //! - formats: [`to_table`], [`to_json`], [`to_csv`], [`to_chrome_trace`], [`to_svg`].
 //! - [`calibrate`]: the machine's FMA peak and memory bandwidth (cached per machine).
-//! - [`bench`]: latency statistics for `engine bench`.
+//! - [`mod@bench`]: latency statistics for `engine bench`.
 
 pub mod bench;
 pub mod build;
