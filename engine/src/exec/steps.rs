@@ -130,7 +130,7 @@ impl Step {
     /// Bytes of constants this step holds in its own layout (packed weights, Gemm B, bias).
     pub fn packed_bytes(&self) -> usize {
         4 * match &self.kind {
-            Kind::Conv { geom, .. } => geom.weight_len() + geom.out_channels,
+            Kind::Conv { weights, .. } => weights.packed_floats(),
             Kind::Gemm { b, bias, .. } => b.len() + bias.as_ref().map_or(0, Vec::len),
             Kind::Affine { scale, shift, .. } => scale.len() + shift.len(),
             Kind::Binary {
@@ -484,7 +484,7 @@ pub fn prepare(cx: &Ctx, node: &Node) -> Result<Option<Step>, KernelError> {
             }
             let weights = PackedConvWeights::new(&geom, &w, bias.as_deref())?;
             let scratch = conv_scratch_len(&geom, &weights, cx.threads);
-            let macs = geom.macs();
+            let macs = weights.macs_executed(&geom);
             step(
                 Some(x),
                 Kind::Conv {

@@ -15,6 +15,10 @@
 //!   GEMM's right-hand matrix `X[cin_g × ∏spatial]`.
 //! - [`ConvAlgo::Im2col`] (everything else): im2col of a block of output columns into
 //!   scratch, then GEMM. Blocking over columns keeps scratch to a few hundred KiB per thread.
+//! - [`ConvAlgo::Winograd`] (2-D 3×3, stride 1, dilation 1, group 1, at least 16 channels in
+//!   and out): [`super::winograd`] F(2×2, 3×3) by default. `ENGINE_CONV_ALGO=im2col`
+//!   disables it, `winograd` (= `winograd2`) forces F(2×2) and `winograd4` F(4×4) (less
+//!   accurate, ~12× im2col's error) wherever it applies.
 //!
 //! GEMM: by default the `gemm` crate ([`ConvGemm::Crate`]) per work item, then the epilogue over
 //! the item's rows while they are in cache. [`ConvGemm::Packed`] is the engine's own kernel
@@ -31,6 +35,10 @@ use super::elementwise::bias_residual_activation;
 use super::gemm::{GemmBackend, SendPtr};
 use super::im2col::im2col_row;
 use super::packed_gemm::{self, packed_b_len, Epilogue, PackedA, MR, MR_AVX2, NR};
+use super::winograd::{
+    winograd_conv, winograd_macs, winograd_scratch_len, WinogradShape, WinogradTile,
+    WinogradWeights,
+};
 use super::{ensure, KernelError};
 use crate::ir::Activation;
 use rayon::prelude::*;
@@ -202,6 +210,27 @@ impl ConvGeometry {
                 .chain(&self.pads_end)
                 .all(|&p| p == 0)
     }
+    /// Whether [`ConvAlgo::Winograd`] can compute this geometry.
+    pub fn winograd_applies(&self) -> bool {
+        self.in_spatial.len() == 2
+            && self.kernel == [3, 3]
+            && self.strides == [1, 1]
+            && self.dilations == [1, 1]
+            && self.group == 1
+            && self.pads_begin.iter().all(|&p| p <= 2)
+            && self.out_spatial.iter().all(|&o| o >= 1)
+    }
+    fn winograd_shape(&self) -> WinogradShape {
+        WinogradShape {
+            batch: self.batch,
+            in_h: self.in_spatial[0],
+            in_w: self.in_spatial[1],
+            out_h: self.out_spatial[0],
+            out_w: self.out_spatial[1],
+            pad_top: self.pads_begin[0],
+            pad_left: self.pads_begin[1],
+        }
+    }
     fn is_depthwise(&self) -> bool {
         self.group > 1
             && self.group == self.in_channels
@@ -219,6 +248,8 @@ pub enum ConvAlgo {
     Im2col,
     /// Direct per-channel kernel (group == in == out channels).
     Depthwise,
+    /// Winograd F(m×m, 3×3) with transformed weights (see [`super::winograd`]).
+    Winograd(WinogradTile),
 }
 
 /// Which GEMM runs the Pointwise/Im2col algorithms.
@@ -244,6 +275,8 @@ pub struct PackedConvWeights {
     raw: Vec<f32>,
     /// One packed matrix per group (only with [`ConvGemm::Packed`]).
     packed: Vec<PackedA>,
+    /// Transformed weights (only with [`ConvAlgo::Winograd`]; `raw` is then empty).
+    wino: Option<WinogradWeights>,
     bias: Vec<f32>,
 }
 
@@ -263,10 +296,43 @@ impl PackedConvWeights {
             Some("matrixmultiply") => ConvGemm::Crate(GemmBackend::MatrixMultiply),
             _ => ConvGemm::Crate(GemmBackend::Gemm),
         };
-        PackedConvWeights::with_gemm(geom, weights, bias, gemm)
+        // Winograd (F(2×2), the accurate tile) on every applicable conv with enough channels
+        // for its GEMMs to be efficient.
+        let wino = match std::env::var("ENGINE_CONV_ALGO").ok().as_deref() {
+            Some("im2col") => None,
+            Some("winograd") | Some("winograd2") => Some(WinogradTile::F2),
+            Some("winograd4") => Some(WinogradTile::F4),
+            _ => (geom.cin_per_group() >= 16 && geom.cout_per_group() >= 16)
+                .then_some(DEFAULT_WINOGRAD_TILE),
+        };
+        PackedConvWeights::with_algo(geom, weights, bias, gemm, wino)
     }
 
-    /// [`PackedConvWeights::new`] with a forced GEMM (benchmarks and tests).
+    /// [`PackedConvWeights::with_gemm`], plus Winograd with tile `wino` where the geometry
+    /// allows it ([`ConvGeometry::winograd_applies`]; otherwise `wino` is ignored).
+    pub fn with_algo(
+        geom: &ConvGeometry,
+        weights: &[f32],
+        bias: Option<&[f32]>,
+        gemm: ConvGemm,
+        wino: Option<WinogradTile>,
+    ) -> Result<PackedConvWeights, KernelError> {
+        let mut p = PackedConvWeights::with_gemm(geom, weights, bias, gemm)?;
+        if let Some(tile) = wino.filter(|_| geom.winograd_applies()) {
+            p.algo = ConvAlgo::Winograd(tile);
+            p.wino = Some(WinogradWeights::new(
+                tile,
+                geom.out_channels,
+                geom.in_channels,
+                weights,
+            ));
+            p.packed = Vec::new();
+            p.raw = Vec::new();
+        }
+        Ok(p)
+    }
+
+    /// [`PackedConvWeights::new`] with a forced GEMM and no Winograd (benchmarks and tests).
     pub fn with_gemm(
         geom: &ConvGeometry,
         weights: &[f32],
@@ -325,6 +391,7 @@ impl PackedConvWeights {
             group: geom.group,
             raw: weights.to_vec(),
             packed,
+            wino: None,
             bias: bias.map_or_else(|| vec![0.0; geom.out_channels], <[f32]>::to_vec),
         })
     }
@@ -339,6 +406,23 @@ impl PackedConvWeights {
         self.gemm
     }
 
+    /// Floats of weight data held (raw, packed or transformed weights, and bias).
+    pub fn packed_floats(&self) -> usize {
+        self.raw.len()
+            + self.packed.iter().map(|p| p.data().len()).sum::<usize>()
+            + self.wino.as_ref().map_or(0, |w| w.bytes() / 4)
+            + self.bias.len()
+    }
+
+    /// Multiply-accumulates one run of `geom` really executes: [`ConvGeometry::macs`] except
+    /// for Winograd, whose element-wise GEMMs do fewer (transforms not counted).
+    pub fn macs_executed(&self, geom: &ConvGeometry) -> u64 {
+        match &self.wino {
+            Some(w) => winograd_macs(w, &geom.winograd_shape()),
+            None => geom.macs(),
+        }
+    }
+
     fn matches(&self, g: &ConvGeometry) -> bool {
         self.out_channels == g.out_channels
             && self.cin_per_group == g.cin_per_group()
@@ -346,6 +430,11 @@ impl PackedConvWeights {
             && self.group == g.group
     }
 }
+
+/// The Winograd tile used when `ENGINE_CONV_ALGO` does not choose one.
+/// F(2×2): its error vs float64 measured below im2col's; F(4×4) measured ~12× im2col's (see
+/// the tests), outside the 2× budget, so it is only used when forced.
+pub const DEFAULT_WINOGRAD_TILE: WinogradTile = WinogradTile::F2;
 
 /// Scratch floats per slot budget: the im2col block of one work item.
 const SCRATCH_BLOCK_FLOATS: usize = 64 * 1024;
@@ -363,6 +452,9 @@ fn column_block(g: &ConvGeometry) -> usize {
 
 fn slot_len(g: &ConvGeometry, w: &PackedConvWeights) -> usize {
     let kg = g.cin_per_group() * g.kernel_size();
+    if let Some(wi) = &w.wino {
+        return winograd_scratch_len(wi, &g.winograd_shape());
+    }
     match (w.algo, w.gemm) {
         (ConvAlgo::Depthwise, _) => 0,
         (ConvAlgo::Pointwise, ConvGemm::Crate(_)) => 0,
@@ -373,6 +465,10 @@ fn slot_len(g: &ConvGeometry, w: &PackedConvWeights) -> usize {
 /// Scratch (in floats) that [`conv`] needs to run on `threads` threads. Passing less scratch
 /// is allowed down to one slot: fewer items then run in parallel.
 pub fn conv_scratch_len(geom: &ConvGeometry, weights: &PackedConvWeights, threads: usize) -> usize {
+    if weights.wino.is_some() {
+        // One shared buffer: Winograd's phases split work inside it.
+        return slot_len(geom, weights);
+    }
     slot_len(geom, weights) * threads.max(1)
 }
 
@@ -443,6 +539,22 @@ pub fn conv(
         }
         ConvAlgo::Pointwise | ConvAlgo::Im2col => {
             gemm_conv(geom, input, weights, residual, act, output, scratch, slot)
+        }
+        ConvAlgo::Winograd(_) => {
+            let wi = weights
+                .wino
+                .as_ref()
+                .ok_or_else(|| KernelError("conv: Winograd weights missing".to_string()))?;
+            winograd_conv(
+                wi,
+                &geom.winograd_shape(),
+                input,
+                &weights.bias,
+                residual,
+                act,
+                output,
+                scratch,
+            );
         }
     }
     Ok(())
@@ -954,6 +1066,113 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Winograd vs the f64 reference next to im2col's error on the same data: both tiles, with
+    /// residual/activation, 1 and 2 threads, several pads and ragged tile edges.
+    #[test]
+    fn winograd_matches_reference_within_2x_of_im2col_error() {
+        // (batch, cin, h, w, cout, pads_begin, pads_end)
+        let cases = [
+            (2, 16, 9, 11, 20, [1, 1], [1, 1]),
+            (1, 32, 14, 14, 24, [1, 1], [1, 1]),
+            (1, 17, 8, 8, 16, [0, 0], [0, 0]),
+            (1, 16, 7, 7, 16, [2, 1], [0, 2]),
+            (1, 64, 17, 13, 32, [1, 1], [1, 1]),
+        ];
+        let (mut worst_direct, mut worst) = (0.0f64, [0.0f64; 2]);
+        for (ci, &(b, cin, h, w_, cout, pb, pe)) in cases.iter().enumerate() {
+            let g = ConvGeometry::new(
+                b,
+                cin,
+                &[h, w_],
+                cout,
+                &[3, 3],
+                &[1, 1],
+                &[1, 1],
+                &pb,
+                &pe,
+                1,
+            )
+            .expect("valid");
+            assert!(g.winograd_applies());
+            let x = rand_vec(g.input_len(), 100 + ci as u64);
+            let w = rand_vec(g.weight_len(), 200 + ci as u64);
+            let bias = rand_vec(cout, 300 + ci as u64);
+            let res = rand_vec(g.output_len(), 400 + ci as u64);
+            let want = conv_ref(&g, &x, &w, Some(&bias));
+            let run = |pw: &PackedConvWeights, threads: usize, act: Activation| {
+                let mut out = vec![f32::NAN; g.output_len()];
+                let mut scratch = vec![f32::NAN; conv_scratch_len(&g, pw, threads)];
+                with_threads(threads, || {
+                    conv(&g, &x, pw, Some(&res), act, &mut out, &mut scratch)
+                })
+                .expect("conv runs");
+                out
+            };
+            let err = |out: &[f32], act: Activation| {
+                out.iter()
+                    .zip(&want)
+                    .zip(&res)
+                    .map(|((o, e), r)| {
+                        let e = act.apply((e + *r as f64) as f32) as f64;
+                        (*o as f64 - e).abs()
+                    })
+                    .fold(0.0f64, |m, d| if d.is_nan() || d > m { d } else { m })
+            };
+            let direct = PackedConvWeights::with_gemm(
+                &g,
+                &w,
+                Some(&bias),
+                ConvGemm::Crate(GemmBackend::Gemm),
+            )
+            .expect("pack");
+            worst_direct =
+                worst_direct.max(err(&run(&direct, 1, Activation::None), Activation::None));
+            for (ti, tile) in [WinogradTile::F2, WinogradTile::F4].into_iter().enumerate() {
+                let pw = PackedConvWeights::with_algo(
+                    &g,
+                    &w,
+                    Some(&bias),
+                    ConvGemm::Crate(GemmBackend::Gemm),
+                    Some(tile),
+                )
+                .expect("pack");
+                assert_eq!(pw.algo(), ConvAlgo::Winograd(tile));
+                let th = g.out_spatial[0].div_ceil(tile.m());
+                let tw = g.out_spatial[1].div_ceil(tile.m());
+                let a = tile.alpha();
+                assert_eq!(
+                    pw.macs_executed(&g),
+                    (b * a * a * th * tw * cout * cin) as u64
+                );
+                let none = run(&pw, 1, Activation::None);
+                worst[ti] = worst[ti].max(err(&none, Activation::None));
+                let relu1 = run(&pw, 1, Activation::Relu);
+                let relu2 = run(&pw, 2, Activation::Relu);
+                assert!(err(&relu1, Activation::Relu) < 1e-3, "case {ci} {tile:?}");
+                assert_eq!(
+                    relu1, relu2,
+                    "case {ci} {tile:?}: thread count changed results"
+                );
+            }
+        }
+        eprintln!(
+            "max error vs f64: im2col {worst_direct:e}, F2 {:e}, F4 {:e}",
+            worst[0], worst[1]
+        );
+        assert!(worst_direct > 0.0);
+        assert!(
+            worst[0] <= 2.0 * worst_direct,
+            "F(2x2) error {} > 2x im2col's {worst_direct}",
+            worst[0]
+        );
+        // F(4×4) (opt-in only) measured ~12× im2col's error: bound it loosely.
+        assert!(
+            worst[1] <= 30.0 * worst_direct,
+            "F(4x4) error {} > 30x im2col's {worst_direct}",
+            worst[1]
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod gemm;
 pub mod im2col;
 pub mod packed_gemm;
 pub mod pool;
+pub mod winograd;
 
 pub use conv::{conv, conv_scratch_len, ConvAlgo, ConvGeometry, PackedConvWeights};
 pub use cpu_features::{detected_simd_level, set_max_simd_level, simd_level, SimdLevel};
