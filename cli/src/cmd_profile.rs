@@ -23,7 +23,9 @@ pub enum Format {
 }
 
 #[derive(Args, Debug)]
-#[command(after_help = "Example:\n  engine profile zoo:resnet50 --threads 2 --format json -o resnet50.json")]
+#[command(
+    after_help = "Example:\n  engine profile zoo:resnet50 --threads 2 --format json -o resnet50.json"
+)]
 pub struct ProfileArgs {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -87,7 +89,8 @@ pub fn run(args: ProfileArgs) -> Result<()> {
         Format::Svg => profile::to_svg(&report),
     };
     match &args.output {
-        Some(path) => std::fs::write(path, text).with_context(|| format!("{}: cannot write", path.display()))?,
+        Some(path) => std::fs::write(path, text)
+            .with_context(|| format!("{}: cannot write", path.display()))?,
         None => print!("{text}"),
     }
     Ok(())

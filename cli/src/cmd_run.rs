@@ -15,7 +15,9 @@ use crate::exit::bad_input;
 use crate::npy;
 
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  engine run model.onnx --input x.npy --output y.npy --threads 2\n  engine run resnet50.onnx --image cat.jpg --labels imagenet_classes.txt")]
+#[command(
+    after_help = "Examples:\n  engine run model.onnx --input x.npy --output y.npy --threads 2\n  engine run resnet50.onnx --image cat.jpg --labels imagenet_classes.txt"
+)]
 pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -23,7 +25,12 @@ pub struct RunArgs {
     #[arg(long = "input", short = 'i', value_name = "[NAME=]FILE.npy")]
     pub inputs: Vec<String>,
     /// Write the first output here.
-    #[arg(long, short = 'o', value_name = "FILE.npy", conflicts_with = "output_dir")]
+    #[arg(
+        long,
+        short = 'o',
+        value_name = "FILE.npy",
+        conflicts_with = "output_dir"
+    )]
     pub output: Option<PathBuf>,
     /// Write every output as DIR/<name>.npy.
     #[arg(long, value_name = "DIR")]
@@ -78,9 +85,13 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
         };
         if !declared.contains(&name) {
-            return bad_input(format!("--input {name}: the model has no input named '{name}' (inputs: {})", declared.join(", ")));
+            return bad_input(format!(
+                "--input {name}: the model has no input named '{name}' (inputs: {})",
+                declared.join(", ")
+            ));
         }
-        let tensor = npy::read_tensor(std::path::Path::new(&path)).map_err(|e| crate::exit::BadInput(format!("{e:#}")))?;
+        let tensor = npy::read_tensor(std::path::Path::new(&path))
+            .map_err(|e| crate::exit::BadInput(format!("{e:#}")))?;
         given.push((name, tensor));
     }
     if let Some(path) = &args.image {
@@ -103,7 +114,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     for (i, info) in session.input_infos().iter().enumerate() {
         if given.iter().all(|(n, _)| n != &info.name) {
             let shape = info.fixed_shape().unwrap_or_default();
-            given.push((info.name.clone(), engine::random::normal_tensor(&shape, args.seed.wrapping_add(i as u64))));
+            given.push((
+                info.name.clone(),
+                engine::random::normal_tensor(&shape, args.seed.wrapping_add(i as u64)),
+            ));
         }
     }
     let feeds: Vec<(&str, Tensor)> = given.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
@@ -115,9 +129,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
     }
     if let Some(dir) = &args.output_dir {
-        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create directory", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create directory", dir.display()))?;
         for (name, t) in &outputs {
-            npy::write_tensor(&dir.join(format!("{}.npy", npy::sanitize_file_name(name))), t)?;
+            npy::write_tensor(
+                &dir.join(format!("{}.npy", npy::sanitize_file_name(name))),
+                t,
+            )?;
         }
     }
     for (name, t) in &outputs {
@@ -131,7 +149,11 @@ pub fn run(args: RunArgs) -> Result<()> {
                 idx.sort_by(|&a, &b| slice[b].total_cmp(&slice[a]));
                 match &labels {
                     None => {
-                        let top: Vec<String> = idx.iter().take(5).map(|&i| format!("{i}: {:.6}", slice[i])).collect();
+                        let top: Vec<String> = idx
+                            .iter()
+                            .take(5)
+                            .map(|&i| format!("{i}: {:.6}", slice[i]))
+                            .collect();
                         println!("  [{row}] top-5: {}", top.join(", "));
                     }
                     Some(labels) => {
@@ -156,7 +178,11 @@ pub fn run(args: RunArgs) -> Result<()> {
 
 /// Decodes `--image` and preprocesses it for the model's first input. The input's size comes
 /// from `--input-shape` when given, else from the model's declared shape.
-fn image_input(args: &RunArgs, model: &engine::Model, path: &std::path::Path) -> Result<(String, Tensor)> {
+fn image_input(
+    args: &RunArgs,
+    model: &engine::Model,
+    path: &std::path::Path,
+) -> Result<(String, Tensor)> {
     if args.model.batch.is_some_and(|b| b != 1) {
         return bad_input("--image feeds one image: use --batch 1 or leave --batch out");
     }
@@ -164,7 +190,11 @@ fn image_input(args: &RunArgs, model: &engine::Model, path: &std::path::Path) ->
     let Some(info) = inputs.first() else {
         return bad_input("--image: the model has no inputs");
     };
-    let explicit = args.model.checked_session_options()?.input_shapes.remove(&info.name);
+    let explicit = args
+        .model
+        .checked_session_options()?
+        .input_shapes
+        .remove(&info.name);
     let target = match explicit {
         Some(shape) => ImageInput::from_shape(&info.name, &shape)?,
         None => ImageInput::for_input(info)?,
@@ -179,7 +209,11 @@ fn image_input(args: &RunArgs, model: &engine::Model, path: &std::path::Path) ->
 
 /// One label per line; a trailing carriage return (Windows files) is dropped.
 fn read_labels(path: &std::path::Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| crate::exit::BadInput(format!("--labels {}: cannot read: {e}", path.display())))?;
-    Ok(text.lines().map(|l| l.trim_end_matches('\r').to_string()).collect())
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        crate::exit::BadInput(format!("--labels {}: cannot read: {e}", path.display()))
+    })?;
+    Ok(text
+        .lines()
+        .map(|l| l.trim_end_matches('\r').to_string())
+        .collect())
 }

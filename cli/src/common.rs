@@ -76,12 +76,19 @@ impl ModelArgs {
 /// `NAME=1x3x224x224` → (NAME, [1,3,224,224]).
 pub fn parse_input_shape(spec: &str) -> Result<(String, Vec<usize>)> {
     let Some((name, dims)) = spec.split_once('=') else {
-        return bad_input(format!("--input-shape '{spec}': expected NAME=DIMS such as input=1x3x224x224"));
+        return bad_input(format!(
+            "--input-shape '{spec}': expected NAME=DIMS such as input=1x3x224x224"
+        ));
     };
-    let parsed: Result<Vec<usize>, _> = dims.split(['x', 'X', ',']).map(|d| d.trim().parse::<usize>()).collect();
+    let parsed: Result<Vec<usize>, _> = dims
+        .split(['x', 'X', ','])
+        .map(|d| d.trim().parse::<usize>())
+        .collect();
     match parsed {
         Ok(d) if !d.is_empty() && !name.is_empty() => Ok((name.to_string(), d)),
-        _ => bad_input(format!("--input-shape '{spec}': dims must be positive integers separated by 'x'")),
+        _ => bad_input(format!(
+            "--input-shape '{spec}': dims must be positive integers separated by 'x'"
+        )),
     }
 }
 
@@ -95,7 +102,11 @@ pub fn parse_bytes(s: &str) -> Result<u64> {
                 'M' => 1 << 20,
                 'G' => 1 << 30,
                 'T' => 1 << 40,
-                _ => return bad_input(format!("--max-memory '{s}': unknown suffix '{c}' (use K, M, G or T)")),
+                _ => {
+                    return bad_input(format!(
+                        "--max-memory '{s}': unknown suffix '{c}' (use K, M, G or T)"
+                    ))
+                }
             };
             (&t[..i], mult)
         }
@@ -103,7 +114,9 @@ pub fn parse_bytes(s: &str) -> Result<u64> {
     };
     match num.parse::<f64>() {
         Ok(v) if v > 0.0 && v.is_finite() => Ok((v * mult as f64) as u64),
-        _ => bad_input(format!("--max-memory '{s}': expected a positive size such as 512M or 4G")),
+        _ => bad_input(format!(
+            "--max-memory '{s}': expected a positive size such as 512M or 4G"
+        )),
     }
 }
 
@@ -113,7 +126,10 @@ mod tests {
 
     #[test]
     fn parses_shapes_and_sizes() {
-        assert_eq!(parse_input_shape("x=1x3x224x224").unwrap(), ("x".to_string(), vec![1, 3, 224, 224]));
+        assert_eq!(
+            parse_input_shape("x=1x3x224x224").unwrap(),
+            ("x".to_string(), vec![1, 3, 224, 224])
+        );
         assert!(parse_input_shape("x=1xax3").is_err());
         assert!(parse_input_shape("1x3").is_err());
         assert_eq!(parse_bytes("512M").unwrap(), 512 << 20);

@@ -29,7 +29,9 @@ enum Command {
     /// Run a model on .npy inputs (or a seeded random input) and write its outputs.
     Run(cmd_run::RunArgs),
     /// Whole-model latency (median, min, p90, mean), images/s, achieved GFLOP/s and peak RSS.
-    #[command(after_help = "Example:\n  engine bench resnet50.onnx --threads 2 --batch 8 --warmup 5 --iters 20 --json")]
+    #[command(
+        after_help = "Example:\n  engine bench resnet50.onnx --threads 2 --batch 8 --warmup 5 --iters 20 --json"
+    )]
     Bench(cmd_bench::BenchArgs),
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  engine completions bash > /etc/bash_completion.d/engine")]

@@ -15,7 +15,10 @@ use ndarray_npy::{npy::header::Header, ReadNpyExt, WriteNpyExt};
 pub fn read_tensor(path: &Path) -> Result<Tensor> {
     let label = path.display();
     let file = File::open(path).with_context(|| format!("{label}: cannot open .npy file"))?;
-    let file_len = file.metadata().with_context(|| format!("{label}: cannot stat"))?.len();
+    let file_len = file
+        .metadata()
+        .with_context(|| format!("{label}: cannot stat"))?
+        .len();
     let mut reader = BufReader::new(file);
     let header = Header::from_reader(&mut reader)
         .map_err(|e| anyhow::anyhow!("{label}: not a valid .npy file (corrupt header: {e})"))?;
@@ -48,12 +51,42 @@ pub fn read_tensor(path: &Path) -> Result<Tensor> {
     reader.rewind()?;
     let ctx = || format!("{label}: cannot read .npy data");
     Ok(match descr {
-        "<f4" => Tensor::F32(ArrayD::<f32>::read_npy(reader).with_context(ctx)?.as_standard_layout().into_owned()),
-        "<f8" => Tensor::F64(ArrayD::<f64>::read_npy(reader).with_context(ctx)?.as_standard_layout().into_owned()),
-        "<i8" => Tensor::I64(ArrayD::<i64>::read_npy(reader).with_context(ctx)?.as_standard_layout().into_owned()),
-        "<i4" => Tensor::I32(ArrayD::<i32>::read_npy(reader).with_context(ctx)?.as_standard_layout().into_owned()),
-        "|b1" => Tensor::Bool(ArrayD::<bool>::read_npy(reader).with_context(ctx)?.as_standard_layout().into_owned()),
-        _ => Tensor::U8(ArrayD::<u8>::read_npy(reader).with_context(ctx)?.as_standard_layout().into_owned()),
+        "<f4" => Tensor::F32(
+            ArrayD::<f32>::read_npy(reader)
+                .with_context(ctx)?
+                .as_standard_layout()
+                .into_owned(),
+        ),
+        "<f8" => Tensor::F64(
+            ArrayD::<f64>::read_npy(reader)
+                .with_context(ctx)?
+                .as_standard_layout()
+                .into_owned(),
+        ),
+        "<i8" => Tensor::I64(
+            ArrayD::<i64>::read_npy(reader)
+                .with_context(ctx)?
+                .as_standard_layout()
+                .into_owned(),
+        ),
+        "<i4" => Tensor::I32(
+            ArrayD::<i32>::read_npy(reader)
+                .with_context(ctx)?
+                .as_standard_layout()
+                .into_owned(),
+        ),
+        "|b1" => Tensor::Bool(
+            ArrayD::<bool>::read_npy(reader)
+                .with_context(ctx)?
+                .as_standard_layout()
+                .into_owned(),
+        ),
+        _ => Tensor::U8(
+            ArrayD::<u8>::read_npy(reader)
+                .with_context(ctx)?
+                .as_standard_layout()
+                .into_owned(),
+        ),
     })
 }
 
@@ -75,7 +108,13 @@ pub fn write_tensor(path: &Path, tensor: &Tensor) -> Result<()> {
 /// Replaces every character outside `A–Z a–z 0–9 . _ -` so an output name is a safe file name.
 pub fn sanitize_file_name(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 

@@ -84,28 +84,47 @@ fn imagenet_recipe_matches_torchvision_exactly_on_png() {
 
 #[test]
 fn jpeg_decodes_within_a_few_levels_of_pil() {
-    let (got, _) = run_image("model_nchw.onnx", "photo.jpg", &["--preprocess", "imagenet"], "jpg");
+    let (got, _) = run_image(
+        "model_nchw.onnx",
+        "photo.jpg",
+        &["--preprocess", "imagenet"],
+        "jpg",
+    );
     let want = npy(&fixtures().join("photo_jpg.expected.npy"));
     // One pixel level is 1/255/std, at most 1/255/0.224 ≈ 0.0175 after normalisation.
     let d = max_diff(&got, &want);
-    assert!(d <= 3.0 * 0.0176, "max |engine - PIL| = {d} (over 3 levels)");
+    assert!(
+        d <= 3.0 * 0.0176,
+        "max |engine - PIL| = {d} (over 3 levels)"
+    );
 }
 
 #[test]
 fn nhwc_inputs_get_channels_last() {
     let (got, _) = run_image("model_nhwc.onnx", "photo.png", &[], "nhwc");
     let want = npy(&fixtures().join("photo.expected.npy"));
-    let want = want.permuted_axes(vec![0, 2, 3, 1]).as_standard_layout().into_owned();
+    let want = want
+        .permuted_axes(vec![0, 2, 3, 1])
+        .as_standard_layout()
+        .into_owned();
     assert_eq!(got.shape(), &[1, 32, 32, 3]);
     assert_eq!(max_diff(&got, &want), 0.0);
 }
 
 #[test]
 fn preprocess_none_feeds_raw_pixels_of_a_right_sized_image() {
-    let (got, _) = run_image("model_nchw.onnx", "small32.png", &["--preprocess", "none"], "none");
+    let (got, _) = run_image(
+        "model_nchw.onnx",
+        "small32.png",
+        &["--preprocess", "none"],
+        "none",
+    );
     let want = npy(&fixtures().join("small32.expected.npy"));
     assert_eq!(max_diff(&got, &want), 0.0);
-    assert!(got.iter().any(|&v| v > 100.0), "raw 0-255 values, not scaled");
+    assert!(
+        got.iter().any(|&v| v > 100.0),
+        "raw 0-255 values, not scaled"
+    );
 }
 
 #[test]
@@ -128,13 +147,23 @@ fn labels_name_the_top5() {
     let mut order: Vec<usize> = (0..3).collect();
     order.sort_by(|&a, &b| means[b].total_cmp(&means[a]));
     let names = ["red", "green", "blue"];
-    let lines: Vec<&str> = stdout.lines().filter(|l| l.trim_start().starts_with(['1', '2', '3'])).collect();
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with(['1', '2', '3']))
+        .collect();
     assert_eq!(lines.len(), 3, "{stdout}");
     for (rank, (&i, line)) in order.iter().zip(&lines).enumerate() {
         let prefix = format!("{}. {} ({i}): ", rank + 1, names[i]);
-        let value = line.trim().strip_prefix(&prefix).and_then(|v| v.parse::<f32>().ok());
+        let value = line
+            .trim()
+            .strip_prefix(&prefix)
+            .and_then(|v| v.parse::<f32>().ok());
         // The engine's pooling sums in another order: the printed mean may differ in the 6th decimal.
-        assert!(value.is_some_and(|v| (v - means[i]).abs() < 1e-5), "want {prefix}{}:\n{stdout}", means[i]);
+        assert!(
+            value.is_some_and(|v| (v - means[i]).abs() < 1e-5),
+            "want {prefix}{}:\n{stdout}",
+            means[i]
+        );
     }
 }
 
@@ -146,10 +175,7 @@ fn bad_images_are_clear_usage_errors() {
     let text = dir.join("notes.png");
     std::fs::write(&text, "this is not an image\n").expect("write");
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (
-            vec![text.display().to_string()],
-            "not a PNG or JPEG image",
-        ),
+        (vec![text.display().to_string()], "not a PNG or JPEG image"),
         (
             vec![dir.join("missing.png").display().to_string()],
             "cannot read",
@@ -179,7 +205,12 @@ fn bad_images_are_clear_usage_errors() {
 fn run_help_shows_the_image_flags_and_an_example() {
     let out = engine(&["run", "--help"]);
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--image", "--preprocess", "--labels", "engine run resnet50.onnx --image"] {
+    for flag in [
+        "--image",
+        "--preprocess",
+        "--labels",
+        "engine run resnet50.onnx --image",
+    ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
 }

@@ -14,8 +14,16 @@ pub struct UnsupportedNode {
 
 impl std::fmt::Display for UnsupportedNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let domain = if self.domain.is_empty() { "ai.onnx" } else { &self.domain };
-        write!(f, "node '{}' (op {}, domain {}, opset {})", self.name, self.op_type, domain, self.opset)?;
+        let domain = if self.domain.is_empty() {
+            "ai.onnx"
+        } else {
+            &self.domain
+        };
+        write!(
+            f,
+            "node '{}' (op {}, domain {}, opset {})",
+            self.name, self.op_type, domain, self.opset
+        )?;
         if let Some(r) = &self.reason {
             write!(f, ": {r}")?;
         }
@@ -41,7 +49,11 @@ pub enum Error {
     Unsupported(Vec<UnsupportedNode>),
     /// A node's inputs, attributes or shapes are invalid.
     #[error("node '{node}' ({op}): {message}")]
-    Node { node: String, op: String, message: String },
+    Node {
+        node: String,
+        op: String,
+        message: String,
+    },
     /// A model-level structural problem (cycle, dangling name, duplicate output...).
     #[error("invalid model: {0}")]
     Model(String),
@@ -50,7 +62,11 @@ pub enum Error {
     Input { name: String, message: String },
     /// A plan would exceed the memory limit; refused before allocating.
     #[error("{what} needs {requested} bytes, over the memory limit of {limit} bytes (raise it with --max-memory)")]
-    MemoryLimit { what: String, requested: u128, limit: u128 },
+    MemoryLimit {
+        what: String,
+        requested: u128,
+        limit: u128,
+    },
     /// A backend failed at run time (device lost, shader error...).
     #[error("backend {backend}: {message}")]
     Backend { backend: String, message: String },
@@ -72,7 +88,11 @@ impl Error {
     }
 
     pub fn node(node: &str, op: &str, message: impl Into<String>) -> Error {
-        Error::Node { node: node.to_string(), op: op.to_string(), message: message.into() }
+        Error::Node {
+            node: node.to_string(),
+            op: op.to_string(),
+            message: message.into(),
+        }
     }
 }
 

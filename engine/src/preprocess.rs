@@ -208,7 +208,10 @@ pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage> {
 /// Decodes PNG or JPEG bytes as 8-bit RGB; `label` names the image in errors.
 pub fn decode_image(bytes: &[u8], label: &str) -> Result<RgbImage> {
     if bytes.is_empty() {
-        return Err(image_err(label, "the file is empty (expected a PNG or JPEG image)"));
+        return Err(image_err(
+            label,
+            "the file is empty (expected a PNG or JPEG image)",
+        ));
     }
     let format = image::guess_format(bytes).map_err(|_| {
         image_err(
@@ -361,7 +364,9 @@ pub fn resize_bilinear(img: &RgbImage, width: u32, height: u32) -> RgbImage {
 /// The size torchvision's `Resize(short)` gives a `width × height` image: the shorter side
 /// becomes `short`, the longer `⌊short · long / shorter⌋`.
 pub fn resized_size(width: u32, height: u32, short: u32) -> (u32, u32) {
-    let scaled = |long: u32, shorter: u32| (u64::from(short) * u64::from(long) / u64::from(shorter.max(1))) as u32;
+    let scaled = |long: u32, shorter: u32| {
+        (u64::from(short) * u64::from(long) / u64::from(shorter.max(1))) as u32
+    };
     if width <= height {
         (short, scaled(height, width))
     } else {
@@ -393,7 +398,11 @@ pub fn center_crop(img: &RgbImage, width: u32, height: u32) -> Result<RgbImage> 
 /// Turns a decoded image into the input tensor of `input`'s size and layout (see the
 /// [module docs](self) for the recipe). With [`Preprocess::None`] an image whose size differs
 /// from the input's gives [`Error::Image`].
-pub fn image_to_tensor(img: &RgbImage, input: ImageInput, preprocess: Preprocess) -> Result<Tensor> {
+pub fn image_to_tensor(
+    img: &RgbImage,
+    input: ImageInput,
+    preprocess: Preprocess,
+) -> Result<Tensor> {
     let (w, h) = (input.width as u32, input.height as u32);
     let prepared;
     let pixels: &RgbImage = match preprocess {
@@ -463,7 +472,11 @@ mod tests {
 
     fn gradient(w: u32, h: u32) -> RgbImage {
         RgbImage::from_fn(w, h, |x, y| {
-            Rgb([(x * 7 % 256) as u8, (y * 13 % 256) as u8, ((x * y) % 251) as u8])
+            Rgb([
+                (x * 7 % 256) as u8,
+                (y * 13 % 256) as u8,
+                ((x * y) % 251) as u8,
+            ])
         })
     }
 
@@ -478,7 +491,10 @@ mod tests {
                     .map(|&w| i64::from(w))
                     .sum();
                 // Each weight rounds by at most one half: the sum is within count/2 of 2^22.
-                assert!((sum - (1 << PRECISION_BITS)).abs() <= count as i64, "{i}->{o} {xx}: {sum}");
+                assert!(
+                    (sum - (1 << PRECISION_BITS)).abs() <= count as i64,
+                    "{i}->{o} {xx}: {sum}"
+                );
             }
         }
     }
@@ -488,7 +504,13 @@ mod tests {
         // 2x shrink: PIL's stretched triangle covers 4 source pixels with weights 1,3,3,1 /8
         // (the centre is between two pixels), so a constant image stays constant and a
         // two-valued checkerboard of columns averages to the midpoint.
-        let img = RgbImage::from_fn(8, 2, |x, _| if x % 2 == 0 { Rgb([0, 0, 0]) } else { Rgb([200, 200, 200]) });
+        let img = RgbImage::from_fn(8, 2, |x, _| {
+            if x % 2 == 0 {
+                Rgb([0, 0, 0])
+            } else {
+                Rgb([200, 200, 200])
+            }
+        });
         let out = resize_bilinear(&img, 4, 2);
         for x in 1..3 {
             assert_eq!(out.get_pixel(x, 0)[0], 100, "column {x}");
@@ -524,8 +546,15 @@ mod tests {
     #[test]
     fn layouts_and_normalisation() {
         let img = gradient(36, 36);
-        let nchw = ImageInput { height: 32, width: 32, layout: Layout::Nchw };
-        let nhwc = ImageInput { layout: Layout::Nhwc, ..nchw };
+        let nchw = ImageInput {
+            height: 32,
+            width: 32,
+            layout: Layout::Nchw,
+        };
+        let nhwc = ImageInput {
+            layout: Layout::Nhwc,
+            ..nchw
+        };
         assert_eq!(nchw.resize_short_side(), 36);
         let a = image_to_tensor(&img, nchw, Preprocess::Imagenet).unwrap();
         let b = image_to_tensor(&img, nhwc, Preprocess::Imagenet).unwrap();
@@ -541,14 +570,19 @@ mod tests {
         }
         let raw = image_to_tensor(&gradient(32, 32), nchw, Preprocess::None).unwrap();
         assert_eq!(raw.as_f32().unwrap()[[0, 1, 3, 0]], 39.0);
-        let err = image_to_tensor(&img, nchw, Preprocess::None).unwrap_err().to_string();
+        let err = image_to_tensor(&img, nchw, Preprocess::None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("36x36") && err.contains("32x32"), "{err}");
     }
 
     #[test]
     fn input_shapes_are_recognised() {
         let nchw = ImageInput::from_shape("x", &[1, 3, 224, 200]).unwrap();
-        assert_eq!((nchw.height, nchw.width, nchw.layout), (224, 200, Layout::Nchw));
+        assert_eq!(
+            (nchw.height, nchw.width, nchw.layout),
+            (224, 200, Layout::Nchw)
+        );
         assert_eq!(nchw.resize_short_side(), 256);
         let nhwc = ImageInput::from_shape("x", &[1, 299, 299, 3]).unwrap();
         assert_eq!((nhwc.layout, nhwc.resize_short_side()), (Layout::Nhwc, 341));
@@ -558,11 +592,24 @@ mod tests {
         let info = ValueInfo {
             name: "x".into(),
             dtype: Some(crate::DType::F32),
-            shape: Some(vec![Dim::Symbol("batch".into()), Dim::Fixed(3), Dim::Fixed(32), Dim::Fixed(32)]),
+            shape: Some(vec![
+                Dim::Symbol("batch".into()),
+                Dim::Fixed(3),
+                Dim::Fixed(32),
+                Dim::Fixed(32),
+            ]),
         };
-        assert_eq!(ImageInput::for_input(&info).unwrap().shape(), [1, 3, 32, 32]);
+        assert_eq!(
+            ImageInput::for_input(&info).unwrap().shape(),
+            [1, 3, 32, 32]
+        );
         let info = ValueInfo {
-            shape: Some(vec![Dim::Fixed(1), Dim::Fixed(3), Dim::Symbol("h".into()), Dim::Fixed(32)]),
+            shape: Some(vec![
+                Dim::Fixed(1),
+                Dim::Fixed(3),
+                Dim::Symbol("h".into()),
+                Dim::Fixed(32),
+            ]),
             ..info
         };
         let err = ImageInput::for_input(&info).unwrap_err().to_string();
@@ -571,12 +618,16 @@ mod tests {
 
     #[test]
     fn non_images_are_refused_with_the_file_name() {
-        let err = decode_image(b"hello, not a picture", "notes.txt").unwrap_err().to_string();
+        let err = decode_image(b"hello, not a picture", "notes.txt")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("notes.txt: not a PNG or JPEG"), "{err}");
         let err = decode_image(b"", "empty.png").unwrap_err().to_string();
         assert!(err.contains("empty"), "{err}");
         // A PNG signature followed by garbage.
-        let err = decode_image(b"\x89PNG\r\n\x1a\n garbage", "broken.png").unwrap_err().to_string();
+        let err = decode_image(b"\x89PNG\r\n\x1a\n garbage", "broken.png")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("broken.png: cannot decode"), "{err}");
     }
 }

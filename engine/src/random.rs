@@ -43,7 +43,10 @@ pub fn normal_tensor(shape: &[usize], seed: u64) -> crate::Tensor {
     let n = shape.iter().product();
     let data = Rng::new(seed).normal_vec(n);
     // The length equals the shape's product by construction.
-    crate::Tensor::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), data).unwrap_or_else(|_| ndarray::ArrayD::zeros(ndarray::IxDyn(shape))))
+    crate::Tensor::F32(
+        ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), data)
+            .unwrap_or_else(|_| ndarray::ArrayD::zeros(ndarray::IxDyn(shape))),
+    )
 }
 
 #[cfg(test)]

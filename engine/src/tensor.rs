@@ -141,11 +141,15 @@ impl Tensor {
     }
 
     pub fn from_i64(shape: &[usize], data: Vec<i64>) -> Option<Tensor> {
-        ArrayD::from_shape_vec(IxDyn(shape), data).ok().map(Tensor::I64)
+        ArrayD::from_shape_vec(IxDyn(shape), data)
+            .ok()
+            .map(Tensor::I64)
     }
 
     pub fn from_f32(shape: &[usize], data: Vec<f32>) -> Option<Tensor> {
-        ArrayD::from_shape_vec(IxDyn(shape), data).ok().map(Tensor::F32)
+        ArrayD::from_shape_vec(IxDyn(shape), data)
+            .ok()
+            .map(Tensor::F32)
     }
 
     /// A tensor of zeros; the caller has already checked the size against the memory limit.

@@ -26,8 +26,14 @@ fn assert_close(got: &Tensor, want: &ArrayD<f32>, what: &str) {
     let got = got.as_f32().unwrap_or_else(|| panic!("{what}: not f32"));
     assert_eq!(got.shape(), want.shape(), "{what}");
     let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
-    let err = got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(err <= 1e-4 * scale, "{what}: max error {err} (scale {scale})");
+    let err = got
+        .iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        err <= 1e-4 * scale,
+        "{what}: max error {err} (scale {scale})"
+    );
 }
 
 #[test]
@@ -42,7 +48,12 @@ fn load_inspect_run_and_profile_a_fixture() {
     assert_eq!(inputs[0].dtype, Some(DType::F32));
     assert_eq!(
         inputs[0].shape,
-        Some(vec![Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(75), Dim::Fixed(75)])
+        Some(vec![
+            Dim::Fixed(1),
+            Dim::Fixed(3),
+            Dim::Fixed(75),
+            Dim::Fixed(75)
+        ])
     );
     let outputs: Vec<&str> = model.outputs().iter().map(|v| v.name.as_str()).collect();
     assert_eq!(outputs, ["logits", "features"]);
@@ -76,7 +87,11 @@ fn load_inspect_run_and_profile_a_fixture() {
     )
     .expect("session");
     let out1 = s1.run(&[("input", Tensor::from(x))]).expect("run");
-    assert_close(&out1[0].1, &npy(&dir.join("output_0.npy")), "logits (from bytes, 1 thread)");
+    assert_close(
+        &out1[0].1,
+        &npy(&dir.join("output_0.npy")),
+        "logits (from bytes, 1 thread)",
+    );
 
     // Profile: one entry per ONNX node, named as in the file, times that add up.
     let report = session.profile(1, 3).expect("profile");
@@ -88,7 +103,10 @@ fn load_inspect_run_and_profile_a_fixture() {
     assert_eq!(report.nodes[0].op, "Conv");
     let total = report.totals.time_ms.expect("measured total");
     let timed: f64 = report.nodes.iter().filter_map(|n| n.time_ms).sum();
-    assert!(total > 0.0 && timed > 0.0 && timed <= total * 1.5, "{timed} vs {total}");
+    assert!(
+        total > 0.0 && timed > 0.0 && timed <= total * 1.5,
+        "{timed} vs {total}"
+    );
     assert_eq!(
         report.totals.macs,
         report.nodes.iter().map(|n| n.macs).sum::<u64>()
@@ -108,7 +126,10 @@ fn load_inspect_run_and_profile_a_fixture() {
     assert!(analytic.iters.is_none());
     assert_eq!(analytic.nodes.len(), report.nodes.len());
     for (a, m) in analytic.nodes.iter().zip(&report.nodes) {
-        assert_eq!((&a.name, a.macs, a.params, a.rf), (&m.name, m.macs, m.params, m.rf));
+        assert_eq!(
+            (&a.name, a.macs, a.params, a.rf),
+            (&m.name, m.macs, m.params, m.rf)
+        );
         assert!(a.time_ms.is_none());
     }
     // And what the cost model computes from the bound graph directly.
@@ -130,7 +151,14 @@ fn errors_are_typed_not_panics() {
     assert!(matches!(err, Error::Model(_)), "{err:?}");
 
     let model = Model::load(fixture().join("model.onnx")).expect("fixture loads");
-    let mut session = Session::new(&model, &SessionOptions { threads: 1, ..Default::default() }).expect("session");
+    let mut session = Session::new(
+        &model,
+        &SessionOptions {
+            threads: 1,
+            ..Default::default()
+        },
+    )
+    .expect("session");
     let wrong = Tensor::zeros(DType::F32, &[1, 3, 74, 75]);
     match session.run(&[("input", wrong)]) {
         Err(Error::Input { name, message }) => {
@@ -146,6 +174,8 @@ fn errors_are_typed_not_panics() {
         max_memory: Some(1 << 10),
         ..Default::default()
     };
-    let err = Session::new(&model, &tiny).err().expect("1 KiB cannot hold the model");
+    let err = Session::new(&model, &tiny)
+        .err()
+        .expect("1 KiB cannot hold the model");
     assert!(matches!(err, Error::MemoryLimit { .. }), "{err:?}");
 }

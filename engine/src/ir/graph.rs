@@ -84,8 +84,17 @@ impl Graph {
     }
 
     /// Adds a value and returns its id.
-    pub fn add_value(&mut self, name: impl Into<String>, dtype: Option<DType>, shape: Option<Vec<Dim>>) -> ValueId {
-        self.values.push(ValueInfo { name: name.into(), dtype, shape });
+    pub fn add_value(
+        &mut self,
+        name: impl Into<String>,
+        dtype: Option<DType>,
+        shape: Option<Vec<Dim>>,
+    ) -> ValueId {
+        self.values.push(ValueInfo {
+            name: name.into(),
+            dtype,
+            shape,
+        });
         ValueId(self.values.len() - 1)
     }
 

@@ -96,9 +96,13 @@ pub enum Op {
         has_residual: bool,
     },
     /// X, scale, B, mean, var (inference mode).
-    BatchNormalization { epsilon: f32 },
+    BatchNormalization {
+        epsilon: f32,
+    },
     Relu,
-    LeakyRelu { alpha: f32 },
+    LeakyRelu {
+        alpha: f32,
+    },
     Sigmoid,
     /// X, \[min\], \[max\]
     Clip,
@@ -106,42 +110,77 @@ pub enum Op {
     AveragePool(PoolAttrs),
     GlobalAveragePool,
     GlobalMaxPool,
-    Lrn { size: usize, alpha: f32, beta: f32, bias: f32 },
+    Lrn {
+        size: usize,
+        alpha: f32,
+        beta: f32,
+        bias: f32,
+    },
     Add,
     Sub,
     Mul,
     Div,
     /// Variadic elementwise sum with broadcasting.
     Sum,
-    Concat { axis: i64 },
+    Concat {
+        axis: i64,
+    },
     /// A, B, \[C\]
-    Gemm { alpha: f32, beta: f32, trans_a: bool, trans_b: bool },
+    Gemm {
+        alpha: f32,
+        beta: f32,
+        trans_a: bool,
+        trans_b: bool,
+    },
     MatMul,
-    Flatten { axis: i64 },
+    Flatten {
+        axis: i64,
+    },
     /// data, shape
-    Reshape { allowzero: bool },
-    Transpose { perm: Option<Vec<usize>> },
+    Reshape {
+        allowzero: bool,
+    },
+    Transpose {
+        perm: Option<Vec<usize>>,
+    },
     /// data, \[axes\]
     Squeeze,
     /// data, axes
     Unsqueeze,
     /// `legacy` is the opset < 13 meaning: flatten to 2-D at `axis`, softmax over the rest.
-    Softmax { axis: i64, legacy: bool },
+    Softmax {
+        axis: i64,
+        legacy: bool,
+    },
     Identity,
     /// data, \[ratio\], \[training_mode\] — inference only: identity (mask output all true).
     Dropout,
     /// Output of the given value (ConstantOfShape: input is the shape).
-    ConstantOfShape { value: Tensor },
-    Shape { start: i64, end: Option<i64> },
+    ConstantOfShape {
+        value: Tensor,
+    },
+    Shape {
+        start: i64,
+        end: Option<i64>,
+    },
     /// data, indices
-    Gather { axis: i64 },
+    Gather {
+        axis: i64,
+    },
     /// data, starts, ends, \[axes\], \[steps\]
     Slice,
-    Cast { to: DType },
+    Cast {
+        to: DType,
+    },
     /// data, pads, \[constant_value\], \[axes\]
-    Pad { mode: PadMode },
+    Pad {
+        mode: PadMode,
+    },
     /// data, \[axes\]
-    ReduceMean { keepdims: bool, noop_with_empty_axes: bool },
+    ReduceMean {
+        keepdims: bool,
+        noop_with_empty_axes: bool,
+    },
 }
 
 impl Op {
