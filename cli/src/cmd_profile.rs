@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use engine::profile::{self, MeasurePhase, ProfileReport};
 use engine::session::Session;
-use engine::shape::{self, BindSpec};
 
 use crate::common::ModelArgs;
 
@@ -56,27 +55,7 @@ pub fn run(args: ProfileArgs) -> Result<()> {
     let model = args.model.load()?;
     let options = args.model.checked_session_options()?;
     let report = if args.analytic_only {
-        let spec = BindSpec {
-            batch: options.batch,
-            shapes: options.input_shapes.clone(),
-            ..Default::default()
-        };
-        let bound = shape::bind(&model.graph, &spec)?;
-        let batch = bound
-            .inputs
-            .first()
-            .and_then(|&id| bound.value(id).fixed_shape())
-            .and_then(|s| s.first().copied())
-            .unwrap_or(1);
-        let meta = profile::ReportMeta {
-            model: model.source.clone(),
-            backend: backend_name(&args),
-            batch,
-            threads: engine::exec::executor::resolve_threads(options.threads),
-            peak_gflops: None,
-            peak_bandwidth_gbs: None,
-        };
-        profile::analytic_graph(&bound, &meta)
+        model.analytic_report(&options)?
     } else {
         let mut session = Session::new(&model, &options)?;
         measure(&mut session, &args)?
@@ -94,13 +73,6 @@ pub fn run(args: ProfileArgs) -> Result<()> {
         None => print!("{text}"),
     }
     Ok(())
-}
-
-fn backend_name(args: &ProfileArgs) -> String {
-    match args.model.backend {
-        crate::common::BackendArg::Cpu => "cpu".into(),
-        crate::common::BackendArg::Wgpu => "wgpu".into(),
-    }
 }
 
 fn measure(session: &mut Session, args: &ProfileArgs) -> Result<ProfileReport> {
@@ -130,6 +102,9 @@ fn measure(session: &mut Session, args: &ProfileArgs) -> Result<ProfileReport> {
     };
     let mut report = profile::measure(session, args.warmup, args.iters, &mut progress)?;
     bar.finish_and_clear();
-    report.backend = backend_name(args);
+    report.backend = match session.backend() {
+        engine::Backend::Cpu => "cpu".into(),
+        engine::Backend::Wgpu => "wgpu".into(),
+    };
     Ok(report)
 }

@@ -365,42 +365,10 @@ impl State {
 }
 
 /// Multiply-accumulates of the direct algorithm for Conv/FusedConv/Gemm/MatMul (what the
-/// reference evaluator performs); 0 for other ops.
+/// reference evaluator performs); 0 for other ops. The one cost model decides: kernels that do
+/// fewer multiplies (Winograd) report their own count separately.
 pub fn analytic_macs(graph: &Graph, node: &Node) -> u64 {
-    let shape = |k: usize| -> Option<Vec<usize>> {
-        node.inputs
-            .get(k)
-            .copied()
-            .flatten()
-            .and_then(|id| graph.value(id).fixed_shape())
-    };
-    let out = node
-        .outputs
-        .first()
-        .and_then(|&id| graph.value(id).fixed_shape());
-    match &node.op {
-        Op::Conv(_) | Op::FusedConv { .. } => match (shape(1), out) {
-            // Each output element takes (C/group)·∏kernel MACs: W is [M, C/group, k...].
-            (Some(w), Some(o)) if !w.is_empty() => {
-                (o.iter().product::<usize>() as u64) * (w[1..].iter().product::<usize>() as u64)
-            }
-            _ => 0,
-        },
-        Op::Gemm { trans_a, .. } => match (shape(0), out) {
-            (Some(a), Some(o)) if a.len() == 2 => {
-                let k = if *trans_a { a[0] } else { a[1] };
-                (o.iter().product::<usize>() * k) as u64
-            }
-            _ => 0,
-        },
-        Op::MatMul => match (shape(0), out) {
-            (Some(a), Some(o)) if !a.is_empty() => {
-                (o.iter().product::<usize>() * a[a.len() - 1]) as u64
-            }
-            _ => 0,
-        },
-        _ => 0,
-    }
+    crate::cost::node_cost(graph, node).macs
 }
 
 impl Executor for CpuExecutor {

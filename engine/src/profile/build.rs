@@ -25,6 +25,10 @@ pub struct ReportMeta {
     pub peak_gflops: Option<f64>,
     /// Calibrated memory bandwidth (GB/s).
     pub peak_bandwidth_gbs: Option<f64>,
+    /// GPU adapter name and API (wgpu sessions only).
+    pub device: Option<String>,
+    /// How per-node times were measured on the GPU (wgpu sessions only).
+    pub timing: Option<String>,
 }
 
 /// Analytic figures of one original node (what `engine::cost` computes for it).
@@ -405,6 +409,8 @@ pub(crate) fn assemble(
         schema_version: SCHEMA_VERSION,
         model: meta.model.clone(),
         backend: meta.backend.clone(),
+        device: meta.device.clone(),
+        timing: meta.timing.clone(),
         batch: meta.batch,
         threads: meta.threads,
         iters: measured.map(|m| m.iters),
@@ -589,8 +595,9 @@ pub fn analytic_graph(graph: &Graph, meta: &ReportMeta) -> ProfileReport {
 }
 
 /// Report metadata of a session: source, threads, batch (leading dimension of the first
-/// input), backend `cpu`, and the calibrated peaks if this machine's cache already has them
-/// (use [`super::calibrate::calibration`] to measure them).
+/// input), the session's backend (with the adapter and timing method on a GPU), and — on the
+/// CPU — the calibrated peaks if this machine's cache already has them (use
+/// [`super::calibrate::calibration`] to measure them).
 pub fn session_meta(session: &crate::session::Session) -> ReportMeta {
     let batch = session
         .input_infos()
@@ -598,10 +605,20 @@ pub fn session_meta(session: &crate::session::Session) -> ReportMeta {
         .and_then(|i| i.fixed_shape())
         .and_then(|s| s.first().copied())
         .unwrap_or(1);
-    let cal = super::calibrate::cached(session.threads());
+    let device = session.device();
+    // CPU peaks say nothing about a GPU's: a wgpu report has none.
+    let cal = match session.backend() {
+        crate::Backend::Cpu => super::calibrate::cached(session.threads()),
+        crate::Backend::Wgpu => None,
+    };
     ReportMeta {
         model: session.source().to_string(),
-        backend: "cpu".into(),
+        backend: match session.backend() {
+            crate::Backend::Cpu => "cpu".into(),
+            crate::Backend::Wgpu => "wgpu".into(),
+        },
+        device: device.map(|d| d.name.clone()),
+        timing: device.map(|d| d.timing.clone()),
         batch,
         threads: session.threads(),
         peak_gflops: cal.as_ref().map(|c| c.peak_gflops),
@@ -674,7 +691,7 @@ pub fn measure(
     let inputs: Vec<(&str, crate::Tensor)> =
         owned.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
     let mut meta = session_meta(session);
-    if meta.peak_gflops.is_none() {
+    if meta.peak_gflops.is_none() && session.backend() == crate::Backend::Cpu {
         let c = super::calibrate::calibration(session.threads());
         meta.peak_gflops = Some(c.peak_gflops);
         meta.peak_bandwidth_gbs = Some(c.bandwidth_gbs);
@@ -682,20 +699,11 @@ pub fn measure(
     measure_with_inputs(session, &inputs, &meta, warmup, iters, progress)
 }
 
-/// `n` values uniform in [-1, 1) from a seeded SplitMix64 stream: reproducible inputs with no
-/// dependency on a PRNG crate.
+/// `n` values uniform in [-1, 1) from the crate's seeded generator: reproducible inputs across
+/// machines and versions.
 pub(crate) fn synthetic_values(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed;
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    let mut rng = crate::random::Rng::new(seed);
+    (0..n).map(|_| (rng.uniform() * 2.0 - 1.0) as f32).collect()
 }
 
 #[cfg(test)]
