@@ -94,6 +94,17 @@ pub struct Session {
     /// Bytes the session holds: constants + executor reservations.
     reserved_bytes: u64,
     backend: Backend,
+    /// The adapter and timing method of a GPU session, for reports (`None` on the CPU).
+    device: Option<DeviceInfo>,
+}
+
+/// What a GPU session runs on, as profile reports show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Adapter name and graphics API, e.g. `"llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)"`.
+    pub name: String,
+    /// How profiled runs time each node (GPU timestamps, or wall clock per dispatch).
+    pub timing: String,
 }
 
 impl Model {
@@ -216,12 +227,22 @@ impl Session {
                 limit: limit as u128,
             });
         }
-        let executor: Box<dyn Executor> = match options.backend {
-            Backend::Cpu => Box::new(CpuExecutor::new(exec.clone(), &plan, threads)?),
+        let (executor, device): (Box<dyn Executor>, Option<DeviceInfo>) = match options.backend {
+            Backend::Cpu => (
+                Box::new(CpuExecutor::new(exec.clone(), &plan, threads)?),
+                None,
+            ),
             // wgpu backend arm (added by the GPU-backend helper; the executor lives in
             // crate::wgpu_backend).
             #[cfg(feature = "wgpu")]
-            Backend::Wgpu => Box::new(crate::wgpu_backend::WgpuExecutor::new(exec.clone())?),
+            Backend::Wgpu => {
+                let gpu = crate::wgpu_backend::WgpuExecutor::new(exec.clone())?;
+                let device = DeviceInfo {
+                    name: format!("{} ({})", gpu.adapter_name(), gpu.adapter_backend()),
+                    timing: gpu.timing_method().describe().to_string(),
+                };
+                (Box::new(gpu), Some(device))
+            }
             #[cfg(not(feature = "wgpu"))]
             Backend::Wgpu => {
                 return Err(Error::Backend {
@@ -247,6 +268,7 @@ impl Session {
             memory_limit: limit,
             reserved_bytes,
             backend: options.backend,
+            device,
         })
     }
 
@@ -362,6 +384,11 @@ impl Session {
     /// The device this session executes on.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The GPU adapter and per-node timing method of a `wgpu` session; `None` on the CPU.
+    pub fn device(&self) -> Option<&DeviceInfo> {
+        self.device.as_ref()
     }
 
     /// Worker threads kernels run on.

@@ -49,6 +49,13 @@ pub struct ProfileReport {
     pub model: String,
     /// `"cpu"` or `"wgpu"`.
     pub backend: String,
+    /// The GPU adapter's name and graphics API (wgpu reports only; absent on the CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// How per-node GPU times were measured: GPU timestamp queries, or wall clock per
+    /// dispatch where the adapter has no timestamps (wgpu reports only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<String>,
     pub batch: usize,
     pub threads: usize,
     /// Timed iterations the medians come from; `None` for an analytic-only report.

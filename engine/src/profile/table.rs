@@ -172,6 +172,12 @@ pub fn to_table(report: &ProfileReport, wide: bool) -> String {
     if let Some(p) = report.peak_gflops {
         let _ = write!(out, "  peak {p:.0} GFLOP/s");
     }
+    if let Some(d) = &report.device {
+        let _ = write!(out, "\ndevice {d}");
+        if let Some(t) = &report.timing {
+            let _ = write!(out, "  timing: {t}");
+        }
+    }
     out.push_str("\n\n");
 
     let mut cols = vec![

@@ -189,6 +189,8 @@ pub fn sample_meta() -> ReportMeta {
         threads: 2,
         peak_gflops: Some(400.0),
         peak_bandwidth_gbs: Some(20.0),
+        device: None,
+        timing: None,
     }
 }
 
