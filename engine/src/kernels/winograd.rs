@@ -18,6 +18,8 @@
 //! error; F(4×4) ~12× im2col's (larger transform constants), so it is opt-in only. The weight transform `G g Gᵀ` is done
 //! in f64 at load.
 
+use super::cpu_features::{detected_simd_level, simd_level, SimdLevel};
+use super::elementwise::bias_residual_activation_with;
 use super::gemm::{sgemm_crate_raw, GemmBackend};
 use crate::ir::Activation;
 use rayon::prelude::*;
@@ -197,12 +199,39 @@ pub fn winograd_conv(
     output: &mut [f32],
     scratch: &mut [f32],
 ) {
+    winograd_conv_with(
+        simd_level(),
+        w,
+        s,
+        input,
+        bias,
+        residual,
+        act,
+        output,
+        scratch,
+    )
+}
+
+/// [`winograd_conv`] with the transforms compiled for a forced SIMD level (tests check that
+/// every level gives the same values).
+#[allow(clippy::too_many_arguments)]
+pub fn winograd_conv_with(
+    level: SimdLevel,
+    w: &WinogradWeights,
+    s: &WinogradShape,
+    input: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    act: Activation,
+    output: &mut [f32],
+    scratch: &mut [f32],
+) {
     match w.tile {
         WinogradTile::F2 => run::<2, 4>(
-            w, s, &BT2, &AT2, input, bias, residual, act, output, scratch,
+            w, s, &BT2, &AT2, input, bias, residual, act, output, scratch, level,
         ),
         WinogradTile::F4 => run::<4, 6>(
-            w, s, &BT4, &AT4, input, bias, residual, act, output, scratch,
+            w, s, &BT4, &AT4, input, bias, residual, act, output, scratch, level,
         ),
     }
 }
@@ -219,13 +248,13 @@ fn run<const M: usize, const A: usize>(
     act: Activation,
     output: &mut [f32],
     scratch: &mut [f32],
+    level: SimdLevel,
 ) {
     let (cin, cout) = (w.cin, w.cout);
     let (th, tw) = s.tiles(w.tile);
     let tiles = th * tw;
     let aa = A * A;
     let vs = s.v_stride(w.tile);
-    let sw = s.strip_w(w.tile);
     let (ip, op) = (s.in_h * s.in_w, s.out_h * s.out_w);
     assert!(
         scratch.len() >= winograd_scratch_len(w, s),
@@ -239,44 +268,7 @@ fn run<const M: usize, const A: usize>(
         let img = &input[n * cin * ip..(n + 1) * cin * ip];
         // 1. Input transform, one task per channel.
         vbuf.par_chunks_mut(vs).enumerate().for_each(|(c, vc)| {
-            let plane = &img[c * ip..(c + 1) * ip];
-            let (v, strip) = vc.split_at_mut(aa * tiles);
-            for ty in 0..th {
-                // Rows ty·M − pad_top .. + A of the input, zero-padded, into the strip.
-                for k in 0..A {
-                    let row = &mut strip[k * sw..(k + 1) * sw];
-                    let iy = (ty * M + k) as isize - s.pad_top as isize;
-                    if iy < 0 || iy >= s.in_h as isize {
-                        row.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[iy as usize * s.in_w..(iy as usize + 1) * s.in_w];
-                    let x0 = s.pad_left.min(sw);
-                    row[..x0].fill(0.0);
-                    let len = s.in_w.min(sw - x0);
-                    row[x0..x0 + len].copy_from_slice(&src[..len]);
-                    row[x0 + len..].fill(0.0);
-                }
-                let mut tx0 = 0;
-                while tx0 < tw {
-                    let nl = LANES.min(tw - tx0);
-                    let mut d = [[[0.0f32; LANES]; A]; A];
-                    for (k, dk) in d.iter_mut().enumerate() {
-                        let row = &strip[k * sw..(k + 1) * sw];
-                        for (j, dkj) in dk.iter_mut().enumerate() {
-                            for (l, x) in dkj.iter_mut().enumerate().take(nl) {
-                                *x = row[(tx0 + l) * M + j];
-                            }
-                        }
-                    }
-                    let t = input_transform::<A>(bt, &d);
-                    let t0 = ty * tw + tx0;
-                    for (xi, txi) in t.iter().flatten().enumerate() {
-                        v[xi * tiles + t0..xi * tiles + t0 + nl].copy_from_slice(&txi[..nl]);
-                    }
-                    tx0 += nl;
-                }
-            }
+            input_channel_dispatch::<M, A>(level, bt, s, &img[c * ip..(c + 1) * ip], vc)
         });
         // 2. One GEMM per tile position ξ: M[ξ] (cout×tiles) = U[ξ] (cout×cin) · V[ξ].
         let vref: &[f32] = vbuf;
@@ -310,46 +302,244 @@ fn run<const M: usize, const A: usize>(
         let res_img = residual.map(|r| &r[n * cout * op..(n + 1) * cout * op]);
         out_img.par_chunks_mut(op).enumerate().for_each(|(co, y)| {
             let res = res_img.map(|r| &r[co * op..(co + 1) * op]);
-            let b = bias[co];
-            for ty in 0..th {
-                let mut tx0 = 0;
-                while tx0 < tw {
-                    let nl = LANES.min(tw - tx0);
-                    let t0 = ty * tw + tx0;
-                    let mut mm = [[[0.0f32; LANES]; A]; A];
-                    for (i, mi) in mm.iter_mut().enumerate() {
-                        for (j, mij) in mi.iter_mut().enumerate() {
-                            let src = (((i * A + j) * cout) + co) * tiles + t0;
-                            mij[..nl].copy_from_slice(&mref[src..src + nl]);
+            let mco = OutChannel {
+                m: mref,
+                cout,
+                co,
+                tiles,
+                bias: bias[co],
+                residual: res,
+                act,
+            };
+            output_channel_dispatch::<M, A>(level, at, s, &mco, y)
+        });
+    }
+}
+
+/// Step 1 for one input channel: `plane` (`in_h×in_w`) into `vc` (`[ξ][tile]`, then the strip).
+///
+/// Always inlined into a baseline and an AVX2+FMA copy ([`input_channel_dispatch`]): the
+/// transform is plain Rust over `LANES`-wide arrays, which LLVM turns into one 256-bit vector
+/// per row when AVX2 is enabled (4-wide SSE otherwise). No FMA contraction happens (Rust does not
+/// fuse `a*b+c`), so both copies compute bit-identical values.
+#[inline(always)]
+fn input_channel<const M: usize, const A: usize>(
+    bt: &[[f32; A]; A],
+    s: &WinogradShape,
+    plane: &[f32],
+    vc: &mut [f32],
+) {
+    let tile = if M == 2 {
+        WinogradTile::F2
+    } else {
+        WinogradTile::F4
+    };
+    let (th, tw) = s.tiles(tile);
+    let tiles = th * tw;
+    let sw = s.strip_w(tile);
+    let (v, strip) = vc.split_at_mut(A * A * tiles);
+    for ty in 0..th {
+        // Rows ty·M − pad_top .. + A of the input, zero-padded, into the strip.
+        for k in 0..A {
+            let row = &mut strip[k * sw..(k + 1) * sw];
+            let iy = (ty * M + k) as isize - s.pad_top as isize;
+            if iy < 0 || iy >= s.in_h as isize {
+                row.fill(0.0);
+                continue;
+            }
+            let src = &plane[iy as usize * s.in_w..(iy as usize + 1) * s.in_w];
+            let x0 = s.pad_left.min(sw);
+            row[..x0].fill(0.0);
+            let len = s.in_w.min(sw - x0);
+            row[x0..x0 + len].copy_from_slice(&src[..len]);
+            row[x0 + len..].fill(0.0);
+        }
+        let mut tx0 = 0;
+        while tx0 < tw {
+            let nl = LANES.min(tw - tx0);
+            let mut d = [[[0.0f32; LANES]; A]; A];
+            for (k, dk) in d.iter_mut().enumerate() {
+                let row = &strip[k * sw..(k + 1) * sw];
+                if nl == LANES {
+                    // Fixed-size window: bounds checked once, gathers become shuffles.
+                    let win = &row[tx0 * M..tx0 * M + (LANES - 1) * M + A];
+                    for (j, dkj) in dk.iter_mut().enumerate() {
+                        for (l, x) in dkj.iter_mut().enumerate() {
+                            *x = win[l * M + j];
                         }
                     }
-                    let o = output_transform::<M, A>(at, &mm);
-                    for (i, oi) in o.iter().enumerate() {
-                        let oy = ty * M + i;
-                        if oy >= s.out_h {
-                            break;
+                } else {
+                    for (j, dkj) in dk.iter_mut().enumerate() {
+                        for (l, x) in dkj.iter_mut().enumerate().take(nl) {
+                            *x = row[(tx0 + l) * M + j];
                         }
-                        for l in 0..nl {
-                            let ox0 = (tx0 + l) * M;
-                            for (j, oij) in oi.iter().enumerate() {
-                                let ox = ox0 + j;
-                                if ox >= s.out_w {
-                                    break;
-                                }
-                                let idx = oy * s.out_w + ox;
-                                let mut val = oij[l] + b;
-                                if let Some(r) = res {
-                                    val += r[idx];
-                                }
-                                y[idx] = act.apply(val);
+                    }
+                }
+            }
+            let t = input_transform::<A>(bt, &d);
+            let t0 = ty * tw + tx0;
+            for (xi, txi) in t.iter().flatten().enumerate() {
+                let dst = &mut v[xi * tiles + t0..xi * tiles + t0 + nl];
+                if nl == LANES {
+                    // Constant length: a vector store instead of a memmove call.
+                    let dst: &mut [f32; LANES] = dst.try_into().expect("LANES-long slice");
+                    *dst = *txi;
+                } else {
+                    dst.copy_from_slice(&txi[..nl]);
+                }
+            }
+            tx0 += nl;
+        }
+    }
+}
+
+/// Runs [`input_channel`] compiled for the best SIMD level `level` allows on this CPU.
+fn input_channel_dispatch<const M: usize, const A: usize>(
+    level: SimdLevel,
+    bt: &[[f32; A]; A],
+    s: &WinogradShape,
+    plane: &[f32],
+    vc: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<const M: usize, const A: usize>(
+            bt: &[[f32; A]; A],
+            s: &WinogradShape,
+            plane: &[f32],
+            vc: &mut [f32],
+        ) {
+            input_channel::<M, A>(bt, s, plane, vc)
+        }
+        if level.min(detected_simd_level()) >= SimdLevel::Avx2 {
+            // SAFETY: the level is clamped to what the CPU reported at run time, so AVX2 and
+            // FMA are present; the body is safe Rust (bounds-checked slices).
+            unsafe { avx2::<M, A>(bt, s, plane, vc) };
+            return;
+        }
+    }
+    input_channel::<M, A>(bt, s, plane, vc)
+}
+
+/// What step 3 needs to produce one output channel.
+struct OutChannel<'a> {
+    /// All `M[ξ][co][tile]` products.
+    m: &'a [f32],
+    cout: usize,
+    co: usize,
+    tiles: usize,
+    bias: f32,
+    residual: Option<&'a [f32]>,
+    act: Activation,
+}
+
+/// Step 3 for one output channel into `y` (`out_h×out_w`): the output transform of each tile
+/// row written straight into the output rows, then bias, residual and activation over those
+/// rows while they are in L1 (one vectorised epilogue call per row instead of a branchy scalar
+/// store per value). Inlined into a baseline and an AVX2+FMA copy like [`input_channel`].
+#[inline(always)]
+fn output_channel<const M: usize, const A: usize>(
+    at: &[[f32; A]; M],
+    s: &WinogradShape,
+    oc: &OutChannel,
+    y: &mut [f32],
+    level: SimdLevel,
+) {
+    let tile = if M == 2 {
+        WinogradTile::F2
+    } else {
+        WinogradTile::F4
+    };
+    let (th, tw) = s.tiles(tile);
+    let (tiles, cout, co) = (oc.tiles, oc.cout, oc.co);
+    let ow = s.out_w;
+    for ty in 0..th {
+        let rows_here = M.min(s.out_h - ty * M);
+        let band = &mut y[ty * M * ow..(ty * M + rows_here) * ow];
+        let mut tx0 = 0;
+        while tx0 < tw {
+            let nl = LANES.min(tw - tx0);
+            let t0 = ty * tw + tx0;
+            let mut mm = [[[0.0f32; LANES]; A]; A];
+            for (i, mi) in mm.iter_mut().enumerate() {
+                for (j, mij) in mi.iter_mut().enumerate() {
+                    let src = (((i * A + j) * cout) + co) * tiles + t0;
+                    if nl == LANES {
+                        let s: &[f32; LANES] =
+                            oc.m[src..src + LANES].try_into().expect("LANES-long slice");
+                        *mij = *s;
+                    } else {
+                        mij[..nl].copy_from_slice(&oc.m[src..src + nl]);
+                    }
+                }
+            }
+            let o = output_transform::<M, A>(at, &mm);
+            let x0 = tx0 * M;
+            for (i, oi) in o.iter().enumerate().take(rows_here) {
+                let row = &mut band[i * ow..(i + 1) * ow];
+                if nl == LANES && x0 + LANES * M <= ow {
+                    let seg = &mut row[x0..x0 + LANES * M];
+                    for l in 0..LANES {
+                        for (j, oij) in oi.iter().enumerate() {
+                            seg[l * M + j] = oij[l];
+                        }
+                    }
+                } else {
+                    for l in 0..nl {
+                        for (j, oij) in oi.iter().enumerate() {
+                            let ox = x0 + l * M + j;
+                            if ox < ow {
+                                row[ox] = oij[l];
                             }
                         }
                     }
-                    tx0 += nl;
                 }
             }
-        });
+            tx0 += nl;
+        }
+        for i in 0..rows_here {
+            let oy = ty * M + i;
+            let res = oc.residual.map(|r| &r[oy * ow..(oy + 1) * ow]);
+            bias_residual_activation_with(
+                level,
+                &mut band[i * ow..(i + 1) * ow],
+                oc.bias,
+                res,
+                oc.act,
+            );
+        }
     }
+}
+
+/// Runs [`output_channel`] compiled for the best SIMD level `level` allows on this CPU.
+fn output_channel_dispatch<const M: usize, const A: usize>(
+    level: SimdLevel,
+    at: &[[f32; A]; M],
+    s: &WinogradShape,
+    oc: &OutChannel,
+    y: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<const M: usize, const A: usize>(
+            at: &[[f32; A]; M],
+            s: &WinogradShape,
+            oc: &OutChannel,
+            y: &mut [f32],
+            level: SimdLevel,
+        ) {
+            output_channel::<M, A>(at, s, oc, y, level)
+        }
+        if level.min(detected_simd_level()) >= SimdLevel::Avx2 {
+            // SAFETY: the level is clamped to what the CPU reported at run time, so AVX2 and
+            // FMA are present; the body is safe Rust (bounds-checked slices).
+            unsafe { avx2::<M, A>(at, s, oc, y, level) };
+            return;
+        }
+    }
+    output_channel::<M, A>(at, s, oc, y, level)
 }
 
 /// `Bᵀ d B` on `LANES` tiles at once; returns the `A×A` transformed values (`ξ = i·A + j`).
@@ -425,4 +615,108 @@ fn output_transform<const M: usize, const A: usize>(
         }
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::test_util::{max_abs_diff, rand_vec};
+
+    /// Naive f64 3×3 stride-1 conv with the same padding convention (reference).
+    fn reference(
+        s: &WinogradShape,
+        cin: usize,
+        cout: usize,
+        x: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        res: &[f32],
+    ) -> Vec<f32> {
+        let (ip, op) = (s.in_h * s.in_w, s.out_h * s.out_w);
+        let mut y = vec![0.0f32; s.batch * cout * op];
+        for n in 0..s.batch {
+            for co in 0..cout {
+                for oy in 0..s.out_h {
+                    for ox in 0..s.out_w {
+                        let mut acc = bias[co] as f64;
+                        for ci in 0..cin {
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let iy = (oy + ky) as isize - s.pad_top as isize;
+                                    let ix = (ox + kx) as isize - s.pad_left as isize;
+                                    if iy < 0
+                                        || ix < 0
+                                        || iy >= s.in_h as isize
+                                        || ix >= s.in_w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xv = x
+                                        [(n * cin + ci) * ip + iy as usize * s.in_w + ix as usize]
+                                        as f64;
+                                    acc += xv * w[((co * cin + ci) * 3 + ky) * 3 + kx] as f64;
+                                }
+                            }
+                        }
+                        let idx = (n * cout + co) * op + oy * s.out_w + ox;
+                        y[idx] = ((acc + res[idx] as f64) as f32).max(0.0);
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    /// Every SIMD level's transforms give the same values, close to the f64 reference, on
+    /// shapes with full 8-tile lane groups, ragged right/bottom edges and asymmetric pads.
+    #[test]
+    fn simd_levels_agree_and_match_reference() {
+        // (batch, cin, cout, in_h, in_w, out_h, out_w, pad_top, pad_left)
+        let cases = [
+            (1, 16, 8, 19, 19, 19, 19, 1, 1),
+            (2, 8, 5, 37, 35, 37, 35, 1, 1),
+            (1, 4, 3, 20, 41, 18, 40, 0, 1),
+        ];
+        for (ci, &(batch, cin, cout, in_h, in_w, out_h, out_w, pt, pl)) in cases.iter().enumerate()
+        {
+            let s = WinogradShape {
+                batch,
+                in_h,
+                in_w,
+                out_h,
+                out_w,
+                pad_top: pt,
+                pad_left: pl,
+            };
+            let x = rand_vec(batch * cin * in_h * in_w, 11 + ci as u64);
+            let wt = rand_vec(cout * cin * 9, 12 + ci as u64);
+            let bias = rand_vec(cout, 13 + ci as u64);
+            let res = rand_vec(batch * cout * out_h * out_w, 14 + ci as u64);
+            let want = reference(&s, cin, cout, &x, &wt, &bias, &res);
+            for tile in [WinogradTile::F2, WinogradTile::F4] {
+                let ww = WinogradWeights::new(tile, cout, cin, &wt);
+                let mut outs = Vec::new();
+                for level in [SimdLevel::Scalar, SimdLevel::Avx2] {
+                    let mut out = vec![f32::NAN; want.len()];
+                    let mut scratch = vec![f32::NAN; winograd_scratch_len(&ww, &s)];
+                    winograd_conv_with(
+                        level,
+                        &ww,
+                        &s,
+                        &x,
+                        &bias,
+                        Some(&res),
+                        Activation::Relu,
+                        &mut out,
+                        &mut scratch,
+                    );
+                    let err = max_abs_diff(&out, &want);
+                    assert!(err < 1e-3, "case {ci} {tile:?} {level:?}: error {err}");
+                    outs.push(out);
+                }
+                // Same arithmetic in every copy (no FMA contraction): identical values.
+                assert_eq!(outs[0], outs[1], "case {ci} {tile:?}: levels differ");
+            }
+        }
+    }
 }
