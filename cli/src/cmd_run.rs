@@ -106,6 +106,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut shapes = HashMap::new();
     for (name, t) in &given {
         shapes.insert(name.clone(), t.shape().to_vec());
+        // Integer inputs (int64/int32 .npy) carry shapes, axes or pads: their values are fixed
+        // at session creation so the engine can fold them and plan static shapes.
+        if matches!(t.dtype(), engine::DType::I64 | engine::DType::I32) {
+            options.constant_inputs.insert(name.clone(), t.clone());
+        }
     }
     options.input_shapes.extend(shapes);
     let mut session = Session::new(&model, &options)?;

@@ -56,6 +56,7 @@ impl ModelArgs {
             },
             max_memory: None,
             optimize: !self.no_optimize,
+            constant_inputs: HashMap::new(),
         }
     }
 

@@ -31,6 +31,7 @@ impl Model {
             batch: options.batch,
             shapes: options.input_shapes.clone(),
             max_elements: options.max_memory.map(|m| u128::from(m / 4)),
+            values: options.constant_inputs.clone(),
         };
         crate::shape::bind(&self.graph, &spec)
     }
@@ -65,8 +66,6 @@ impl Model {
             threads: crate::exec::executor::resolve_threads(options.threads),
             peak_gflops: None,
             peak_bandwidth_gbs: None,
-            device: None,
-            timing: None,
         };
         Ok(profile::analytic_graph(&bound, &meta))
     }
@@ -100,7 +99,9 @@ impl Session {
     /// # Ok::<(), engine::Error>(())
     /// ```
     pub fn profile(&mut self, warmup: usize, iters: usize) -> Result<ProfileReport> {
-        profile::measure(self, warmup, iters, &mut |_| {})
+        let mut report = profile::measure(self, warmup, iters, &mut |_| {})?;
+        report.backend = backend_name(self.backend()).into();
+        Ok(report)
     }
 }
 

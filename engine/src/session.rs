@@ -42,6 +42,11 @@ pub struct SessionOptions {
     pub max_memory: Option<u64>,
     /// Apply fusions (BN folding, Conv+Add+ReLU). Off gives one kernel per ONNX node.
     pub optimize: bool,
+    /// Inputs whose values are fixed when the session is created, by name: typically integer
+    /// inputs that carry shapes, axes or pads, which the engine must know before it can plan.
+    /// They become constants (and are folded); [`Session::run`] then does not need them, and
+    /// refuses a re-supplied one whose value differs.
+    pub constant_inputs: HashMap<String, Tensor>,
 }
 
 impl Default for SessionOptions {
@@ -53,6 +58,7 @@ impl Default for SessionOptions {
             backend: Backend::Cpu,
             max_memory: None,
             optimize: true,
+            constant_inputs: HashMap::new(),
         }
     }
 }
@@ -94,17 +100,8 @@ pub struct Session {
     /// Bytes the session holds: constants + executor reservations.
     reserved_bytes: u64,
     backend: Backend,
-    /// The adapter and timing method of a GPU session, for reports (`None` on the CPU).
-    device: Option<DeviceInfo>,
-}
-
-/// What a GPU session runs on, as profile reports show it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceInfo {
-    /// Adapter name and graphics API, e.g. `"llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)"`.
-    pub name: String,
-    /// How profiled runs time each node (GPU timestamps, or wall clock per dispatch).
-    pub timing: String,
+    /// Inputs bound to values at creation (`SessionOptions::constant_inputs`).
+    constant_inputs: HashMap<String, Tensor>,
 }
 
 impl Model {
@@ -203,6 +200,7 @@ impl Session {
             shapes: options.input_shapes.clone(),
             // No single f32 value may exceed the whole limit.
             max_elements: Some((limit / 4) as u128),
+            values: options.constant_inputs.clone(),
         };
         let bound = crate::shape::bind(graph, &spec)?;
         let exec = if options.optimize {
@@ -227,22 +225,12 @@ impl Session {
                 limit: limit as u128,
             });
         }
-        let (executor, device): (Box<dyn Executor>, Option<DeviceInfo>) = match options.backend {
-            Backend::Cpu => (
-                Box::new(CpuExecutor::new(exec.clone(), &plan, threads)?),
-                None,
-            ),
+        let executor: Box<dyn Executor> = match options.backend {
+            Backend::Cpu => Box::new(CpuExecutor::new(exec.clone(), &plan, threads)?),
             // wgpu backend arm (added by the GPU-backend helper; the executor lives in
             // crate::wgpu_backend).
             #[cfg(feature = "wgpu")]
-            Backend::Wgpu => {
-                let gpu = crate::wgpu_backend::WgpuExecutor::new(exec.clone())?;
-                let device = DeviceInfo {
-                    name: format!("{} ({})", gpu.adapter_name(), gpu.adapter_backend()),
-                    timing: gpu.timing_method().describe().to_string(),
-                };
-                (Box::new(gpu), Some(device))
-            }
+            Backend::Wgpu => Box::new(crate::wgpu_backend::WgpuExecutor::new(exec.clone())?),
             #[cfg(not(feature = "wgpu"))]
             Backend::Wgpu => {
                 return Err(Error::Backend {
@@ -268,7 +256,7 @@ impl Session {
             memory_limit: limit,
             reserved_bytes,
             backend: options.backend,
-            device,
+            constant_inputs: options.constant_inputs.clone(),
         })
     }
 
@@ -306,9 +294,23 @@ impl Session {
     }
 
     /// Checks names, dtypes and shapes of the fed inputs and orders them as the graph does.
+    /// Inputs bound at creation may be given again, with the same value only.
     fn order_inputs<'a>(&self, inputs: &'a [(&str, Tensor)]) -> Result<Vec<&'a Tensor>> {
-        for (name, _) in inputs {
-            if !self.input_infos.iter().any(|i| i.name == *name) {
+        for (name, t) in inputs {
+            if let Some(bound) = self.constant_inputs.get(*name) {
+                if bound != t {
+                    return Err(Error::Input {
+                        name: name.to_string(),
+                        message: format!(
+                            "its value was fixed when the session was created ({} {:?}); a different value ({} {:?}) needs a new session",
+                            bound.dtype(),
+                            bound.shape(),
+                            t.dtype(),
+                            t.shape()
+                        ),
+                    });
+                }
+            } else if !self.input_infos.iter().any(|i| i.name == *name) {
                 let known: Vec<&str> = self.input_infos.iter().map(|i| i.name.as_str()).collect();
                 return Err(Error::Input {
                     name: name.to_string(),
@@ -384,11 +386,6 @@ impl Session {
     /// The device this session executes on.
     pub fn backend(&self) -> Backend {
         self.backend
-    }
-
-    /// The GPU adapter and per-node timing method of a `wgpu` session; `None` on the CPU.
-    pub fn device(&self) -> Option<&DeviceInfo> {
-        self.device.as_ref()
     }
 
     /// Worker threads kernels run on.

@@ -4,7 +4,7 @@
 use ndarray::{ArrayD, Axis, IxDyn};
 
 use super::{flat, next_index, strides_of, with_dtype, Ctx, Elem};
-use crate::error::Result;
+use crate::error::{Error, Result, UnsupportedNode};
 use crate::ir::PadMode;
 use crate::tensor::{DType, Tensor};
 
@@ -493,12 +493,44 @@ pub(super) fn identity(cx: &Ctx) -> Result<Vec<Tensor>> {
 }
 
 /// Inference Dropout: the identity, plus an all-true mask when the node has a second output.
+///
+/// Training mode drops a random subset, which no reference can reproduce; it is refused as
+/// unsupported (`Error::Unsupported`), except with `ratio` 0, where it keeps everything and is
+/// the identity too.
 pub(super) fn dropout(cx: &Ctx) -> Result<Vec<Tensor>> {
     cx.check_count(1, 3)?;
     let x = cx.input(0)?;
     if let Some(t) = cx.opt(2) {
-        if t.dtype() != DType::Bool || t.to_f64_vec().iter().any(|&v| v != 0.0) {
-            return Err(cx.err("training_mode must be false: only inference is supported"));
+        if t.dtype() != DType::Bool || t.len() != 1 {
+            return Err(cx.err(format!(
+                "training_mode must be a single bool, got {} {:?}",
+                t.dtype(),
+                t.shape()
+            )));
+        }
+        let training = t.to_f64_vec().first().is_some_and(|&v| v != 0.0);
+        // ONNX's default ratio is 0.5.
+        let ratio = match cx.opt(1) {
+            Some(r) if r.len() == 1 => r.to_f64_vec().first().copied().unwrap_or(0.5),
+            Some(r) => {
+                return Err(cx.err(format!("ratio must be a scalar, got shape {:?}", r.shape())))
+            }
+            None => 0.5,
+        };
+        if !(0.0..1.0).contains(&ratio) {
+            return Err(cx.err(format!("ratio must be in [0, 1), got {ratio}")));
+        }
+        if training && ratio != 0.0 {
+            return Err(Error::Unsupported(vec![UnsupportedNode {
+                name: cx.node.name.clone(),
+                op_type: "Dropout".into(),
+                domain: String::new(),
+                // Not known once the graph is imported; the reason says what is refused.
+                opset: 0,
+                reason: Some(format!(
+                    "training_mode=true with ratio {ratio}: random masks are not supported (inference only)"
+                )),
+            }]));
         }
     }
     let mut out = vec![x.clone()];

@@ -988,6 +988,55 @@ fn shape_constant_of_shape_cast_identity_dropout() {
     assert_eq!(run_n(Op::Dropout, &[Some(x)], 1).unwrap().len(), 1);
 }
 
+/// Training-mode Dropout: ratio 0 keeps everything (identity, all-true mask); a nonzero or
+/// default ratio would need random masks and is refused as unsupported, not as a bad model.
+#[test]
+fn dropout_training_mode() {
+    let x = f(&[2, 2], &[1.0, -2.0, 3.0, 4.0]);
+    let yes = Tensor::Bool(ndarray::ArrayD::from_elem(ndarray::IxDyn(&[]), true));
+    let no = Tensor::Bool(ndarray::ArrayD::from_elem(ndarray::IxDyn(&[]), false));
+    let y = run_n(
+        Op::Dropout,
+        &[
+            Some(x.clone()),
+            Some(Tensor::scalar_f32(0.0)),
+            Some(yes.clone()),
+        ],
+        2,
+    )
+    .unwrap();
+    assert_eq!(y[0], x);
+    assert!(y[1].to_f64_vec().iter().all(|&v| v == 1.0));
+    for ratio in [Some(Tensor::scalar_f32(0.25)), None] {
+        let r = run_n(Op::Dropout, &[Some(x.clone()), ratio, Some(yes.clone())], 2);
+        match r {
+            Err(Error::Unsupported(nodes)) => {
+                assert_eq!(nodes.len(), 1);
+                assert!(nodes[0]
+                    .reason
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("training_mode"));
+            }
+            other => panic!("expected Unsupported, got {other:?}"),
+        }
+    }
+    // Inference with a ratio is the identity.
+    let y = run_n(
+        Op::Dropout,
+        &[Some(x.clone()), Some(Tensor::scalar_f32(0.5)), Some(no)],
+        1,
+    )
+    .unwrap();
+    assert_eq!(y[0], x);
+    assert!(run_n(
+        Op::Dropout,
+        &[Some(x), Some(Tensor::scalar_f32(1.5)), Some(yes)],
+        1
+    )
+    .is_err());
+}
+
 // ---------------------------------------------------------------- reductions
 
 #[test]

@@ -44,11 +44,44 @@ pub struct BindSpec {
     pub shapes: HashMap<String, Vec<usize>>,
     /// Refuse any value with more elements than this (`Error::MemoryLimit`), before allocating.
     pub max_elements: Option<u128>,
+    /// Inputs whose *values* are fixed now, by name. Shapes, axes, pads and the like often
+    /// arrive as graph inputs (ONNX node tests, some exporters), but every later stage needs
+    /// them known; a bound input becomes a constant (and is folded), gives its own shape, and
+    /// is no longer an input of the returned graph.
+    pub values: HashMap<String, Tensor>,
 }
 
 /// Binds input shapes, infers every value's dtype and shape, folds constants and removes dead
 /// nodes. See the module docs for the form of the returned graph.
 pub fn bind(graph: &Graph, spec: &BindSpec) -> Result<Graph> {
+    // A bound value fixes its input's shape: fold it into `shapes` so the symbol binding below
+    // sees it like any explicit shape.
+    let with_values;
+    let spec = if spec.values.is_empty() {
+        spec
+    } else {
+        let mut s = spec.clone();
+        let mut names: Vec<&String> = spec.values.keys().collect();
+        names.sort();
+        for name in names {
+            let shape = spec.values[name].shape().to_vec();
+            match s.shapes.get(name) {
+                Some(given) if *given != shape => {
+                    return Err(Error::Input {
+                        name: name.clone(),
+                        message: format!(
+                            "given shape {given:?} but the value bound to it has shape {shape:?}"
+                        ),
+                    })
+                }
+                _ => {
+                    s.shapes.insert(name.clone(), shape);
+                }
+            }
+        }
+        with_values = s;
+        &with_values
+    };
     let inputs = bind_inputs(graph, spec)?;
     let overridden = inputs.overridden.clone();
     bind_bound(graph, spec, inputs).map_err(|e| match e {
@@ -79,10 +112,24 @@ fn bind_bound(graph: &Graph, spec: &BindSpec, inputs: BoundInputs) -> Result<Gra
         known[id.0] = Some((t.dtype(), t.shape().to_vec()));
     }
     for (&id, shape) in graph.inputs.iter().zip(input_shapes) {
-        let dtype = graph.value(id).dtype.unwrap_or(DType::F32);
-        check_elements(spec, dtype, &shape, || {
-            format!("input '{}'", graph.value(id).name)
-        })?;
+        let v = graph.value(id);
+        if let Some(t) = spec.values.get(&v.name) {
+            if v.dtype.is_some_and(|d| d != t.dtype()) {
+                return Err(Error::Input {
+                    name: v.name.clone(),
+                    message: format!(
+                        "the value bound to it is {} but the model declares {}",
+                        t.dtype(),
+                        v.dtype.map_or("unknown".to_string(), |d| d.to_string())
+                    ),
+                });
+            }
+            known[id.0] = Some((t.dtype(), shape));
+            consts.insert(id, t.clone());
+            continue;
+        }
+        let dtype = v.dtype.unwrap_or(DType::F32);
+        check_elements(spec, dtype, &shape, || format!("input '{}'", v.name))?;
         known[id.0] = Some((dtype, shape));
     }
 
@@ -238,6 +285,10 @@ fn bind_bound(graph: &Graph, spec: &BindSpec, inputs: BoundInputs) -> Result<Gra
         Ok(new)
     };
     for &id in &graph.inputs {
+        // Inputs bound to values are constants now (mapped below where something reads them).
+        if spec.values.contains_key(&graph.value(id).name) {
+            continue;
+        }
         let n = map(id, &mut out)?;
         out.inputs.push(n);
     }
