@@ -66,6 +66,8 @@ impl Model {
             threads: crate::exec::executor::resolve_threads(options.threads),
             peak_gflops: None,
             peak_bandwidth_gbs: None,
+            device: None,
+            timing: None,
         };
         Ok(profile::analytic_graph(&bound, &meta))
     }
@@ -99,9 +101,7 @@ impl Session {
     /// # Ok::<(), engine::Error>(())
     /// ```
     pub fn profile(&mut self, warmup: usize, iters: usize) -> Result<ProfileReport> {
-        let mut report = profile::measure(self, warmup, iters, &mut |_| {})?;
-        report.backend = backend_name(self.backend()).into();
-        Ok(report)
+        profile::measure(self, warmup, iters, &mut |_| {})
     }
 }
 

@@ -102,6 +102,17 @@ pub struct Session {
     backend: Backend,
     /// Inputs bound to values at creation (`SessionOptions::constant_inputs`).
     constant_inputs: HashMap<String, Tensor>,
+    /// The adapter and timing method of a GPU session, for reports (`None` on the CPU).
+    device: Option<DeviceInfo>,
+}
+
+/// What a GPU session runs on, as profile reports show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Adapter name and graphics API, e.g. `"llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)"`.
+    pub name: String,
+    /// How profiled runs time each node (GPU timestamps, or wall clock per dispatch).
+    pub timing: String,
 }
 
 impl Model {
@@ -225,12 +236,22 @@ impl Session {
                 limit: limit as u128,
             });
         }
-        let executor: Box<dyn Executor> = match options.backend {
-            Backend::Cpu => Box::new(CpuExecutor::new(exec.clone(), &plan, threads)?),
+        let (executor, device): (Box<dyn Executor>, Option<DeviceInfo>) = match options.backend {
+            Backend::Cpu => (
+                Box::new(CpuExecutor::new(exec.clone(), &plan, threads)?),
+                None,
+            ),
             // wgpu backend arm (added by the GPU-backend helper; the executor lives in
             // crate::wgpu_backend).
             #[cfg(feature = "wgpu")]
-            Backend::Wgpu => Box::new(crate::wgpu_backend::WgpuExecutor::new(exec.clone())?),
+            Backend::Wgpu => {
+                let gpu = crate::wgpu_backend::WgpuExecutor::new(exec.clone())?;
+                let device = DeviceInfo {
+                    name: format!("{} ({})", gpu.adapter_name(), gpu.adapter_backend()),
+                    timing: gpu.timing_method().describe().to_string(),
+                };
+                (Box::new(gpu), Some(device))
+            }
             #[cfg(not(feature = "wgpu"))]
             Backend::Wgpu => {
                 return Err(Error::Backend {
@@ -257,6 +278,7 @@ impl Session {
             reserved_bytes,
             backend: options.backend,
             constant_inputs: options.constant_inputs.clone(),
+            device,
         })
     }
 
@@ -386,6 +408,11 @@ impl Session {
     /// The device this session executes on.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The GPU adapter and per-node timing method of a `wgpu` session; `None` on the CPU.
+    pub fn device(&self) -> Option<&DeviceInfo> {
+        self.device.as_ref()
     }
 
     /// Worker threads kernels run on.
