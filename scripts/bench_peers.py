@@ -8,7 +8,9 @@ rounds interleaved so that load from other processes hits all three alike:
   * `target/release/engine bench MODEL --json`,
   * the `peers` binary (engine vs tract in one process, alternating run by run),
 and prints a markdown table of medians (median over rounds of each round's median) and the
-ratios engine/ORT and engine/tract. Peak RSS of `engine run` and of an ORT run (one inference
+ratios engine/ORT and engine/tract, plus (1-thread cases) the median CPU time per run, which
+waiting for a core on a loaded machine does not inflate (ORT: process_time; engine and tract:
+the peers binary's schedstat sum). Peak RSS of `engine run` and of an ORT run (one inference
 each, fresh process) is read from /usr/bin/time -v when present, else from getrusage of the child.
 
 Usage (from the repository root, after `cargo build --release -p engine-cli` and
@@ -46,13 +48,14 @@ if mode == "rss":
     sys.exit(0)
 for _ in range(warmup):
     s.run(None, {inp.name: x})
-ts = []
+ts, cs = [], []
 for _ in range(iters):
-    t = time.perf_counter(); s.run(None, {inp.name: x}); ts.append((time.perf_counter() - t) * 1e3)
-ts.sort()
-n = len(ts)
-med = ts[n // 2] if n % 2 else (ts[n // 2 - 1] + ts[n // 2]) / 2
-print(json.dumps({"median_ms": med, "min_ms": ts[0]}))
+    c = time.process_time(); t = time.perf_counter(); s.run(None, {inp.name: x})
+    ts.append((time.perf_counter() - t) * 1e3); cs.append((time.process_time() - c) * 1e3)
+def med(v):
+    v = sorted(v); n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+print(json.dumps({"median_ms": med(ts), "min_ms": min(ts), "cpu_median_ms": med(cs)}))
 """
 
 
@@ -123,10 +126,13 @@ def main():
 
     rows = []
     for name, path, batch, t in cases:
-        res = {"ort": [], "engine": [], "tract": [], "engine_in_peers": []}
+        res = {"ort": [], "engine": [], "tract": [], "engine_in_peers": [], "ort_cpu": [], "engine_cpu": [],
+               "tract_cpu": []}
         for r in range(args.rounds):
             common = [str(batch), str(t), str(args.warmup), str(args.iters)]
-            res["ort"].append(run_json([sys.executable, "-c", ORT_CODE, path] + common + ["time"])["median_ms"])
+            o = run_json([sys.executable, "-c", ORT_CODE, path] + common + ["time"])
+            res["ort"].append(o["median_ms"])
+            res["ort_cpu"].append(o["cpu_median_ms"])
             e = run_json([ENGINE, "bench", path, "--batch", str(batch), "--threads", str(t), "--warmup",
                           str(args.warmup), "--iters", str(args.iters), "--json", "--quiet"])
             res["engine"].append(e["median_ms"])
@@ -135,6 +141,8 @@ def main():
                               str(args.warmup), "--iters", str(args.iters)])
                 res["tract"].append(p["tract_median_ms"])
                 res["engine_in_peers"].append(p["engine_median_ms"])
+                res["engine_cpu"].append(p.get("engine_cpu_median_ms", 0.0))
+                res["tract_cpu"].append(p.get("tract_cpu_median_ms", 0.0))
             print(f"# {name} b{batch} t{t} round {r}: ort {res['ort'][-1]:.1f} engine {res['engine'][-1]:.1f}"
                   + ("" if args.no_tract else f" tract {res['tract'][-1]:.1f} (engine beside tract {res['engine_in_peers'][-1]:.1f})"),
                   file=sys.stderr, flush=True)
@@ -144,6 +152,7 @@ def main():
             row["rss_engine"] = peak_rss([ENGINE, "run", path, "--batch", str(batch), "--threads", str(t)])
             row["rss_ort"] = peak_rss([sys.executable, "-c", ORT_CODE, path, str(batch), str(t), "0", "0", "rss"])
         rows.append(row)
+        print(f"# {name} b{batch} t{t}: {json.dumps(row)}", file=sys.stderr, flush=True)
 
     print("| model | batch | threads | engine ms | ORT ms | tract ms | engine/ORT | engine/tract (same process) |")
     print("|---|---|---|---|---|---|---|---|")
@@ -152,6 +161,14 @@ def main():
         et = f"{r['engine_in_peers'] / r['tract']:.2f}" if r["tract"] else "-"
         print(f"| {r['name']} | {r['batch']} | {r['threads']} | {r['engine']:.1f} | {r['ort']:.1f} | {tract} | "
               f"{r['engine'] / r['ort']:.2f} | {et} |")
+    cpu_rows = [r for r in rows if r["threads"] == 1 and r.get("engine_cpu")]
+    if cpu_rows:
+        print()
+        print("| model | batch | threads | engine CPU ms | ORT CPU ms | tract CPU ms | engine/ORT (CPU) | engine/tract (CPU) |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in cpu_rows:
+            print(f"| {r['name']} | {r['batch']} | 1 | {r['engine_cpu']:.1f} | {r['ort_cpu']:.1f} | {r['tract_cpu']:.1f} | "
+                  f"{r['engine_cpu'] / r['ort_cpu']:.2f} | {r['engine_cpu'] / r['tract_cpu']:.2f} |")
     if not args.no_rss:
         print()
         print("| model | batch | threads | peak RSS `engine run` (MiB) | peak RSS ORT python process (MiB) |")

@@ -6,6 +6,11 @@
 //! products run on a private rayon pool of `--threads` workers through tract-linalg's
 //! `multithread-mm` executor (without that feature tract 0.23 is single-threaded).
 //!
+//! Besides wall time it reports CPU time per run (summed over all threads of the process, from
+//! `/proc/self/task/*/schedstat`, Linux only): on a machine shared with other jobs, wall time
+//! includes the time a thread waited for a core, CPU time does not, so at 1 thread it is the
+//! steadier measure of the work a run does.
+//!
 //! Usage: `peers MODEL.onnx [--batch N] [--threads N] [--warmup N] [--iters N]`
 //! Prints one JSON object on stdout.
 
@@ -67,6 +72,34 @@ fn median_ms(d: &[Duration]) -> f64 {
     } else {
         (ms[n / 2 - 1] + ms[n / 2]) / 2.0
     }
+}
+
+/// Nanoseconds all threads of this process have run on a CPU so far (Linux schedstat); `None`
+/// where /proc is not available.
+fn process_cpu_ns() -> Option<u64> {
+    let mut total = 0u64;
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = entry.ok()?.path().join("schedstat");
+        // A thread may exit between listing and reading: skip it.
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// Runs `f`, returning its result, wall time and CPU time (zero when unavailable).
+fn timed<R>(f: impl FnOnce() -> R) -> (R, Duration, Duration) {
+    let c0 = process_cpu_ns();
+    let start = Instant::now();
+    let r = f();
+    let wall = start.elapsed();
+    let cpu = match (c0, process_cpu_ns()) {
+        (Some(a), Some(b)) => Duration::from_nanos(b.saturating_sub(a)),
+        _ => Duration::ZERO,
+    };
+    (r, wall, cpu)
 }
 
 fn min_ms(d: &[Duration]) -> f64 {
@@ -142,22 +175,22 @@ fn main() -> Result<()> {
 
     let mut engine_times = Vec::with_capacity(args.iters);
     let mut tract_times = Vec::with_capacity(args.iters);
+    let mut engine_cpu = Vec::with_capacity(args.iters);
+    let mut tract_cpu = Vec::with_capacity(args.iters);
     for i in 0..args.warmup + args.iters {
         let feeds = [(info.name.as_str(), input.clone())];
-        let start = Instant::now();
-        let out = session.run(&feeds)?;
-        let e = start.elapsed();
-        drop(out);
+        let (out, e, ec) = timed(|| session.run(&feeds));
+        drop(out?);
 
         let feeds = tvec!(tract_input.clone().into_tvalue());
-        let start = Instant::now();
-        let out = tract_model.run(feeds)?;
-        let t = start.elapsed();
-        drop(out);
+        let (out, t, tc) = timed(|| tract_model.run(feeds));
+        drop(out?);
 
         if i >= args.warmup {
             engine_times.push(e);
             tract_times.push(t);
+            engine_cpu.push(ec);
+            tract_cpu.push(tc);
         }
     }
     let (em, tm) = (median_ms(&engine_times), median_ms(&tract_times));
@@ -165,6 +198,7 @@ fn main() -> Result<()> {
         "{{\"model\":{:?},\"batch\":{},\"threads\":{},\"warmup\":{},\"iters\":{},\
          \"engine_median_ms\":{em:.3},\"engine_min_ms\":{:.3},\
          \"tract_median_ms\":{tm:.3},\"tract_min_ms\":{:.3},\
+         \"engine_cpu_median_ms\":{:.3},\"tract_cpu_median_ms\":{:.3},\
          \"engine_over_tract\":{:.4},\"max_abs_diff\":{max_abs_diff:.3e}}}",
         args.model,
         shape.first().copied().unwrap_or(1),
@@ -173,6 +207,8 @@ fn main() -> Result<()> {
         args.iters,
         min_ms(&engine_times),
         min_ms(&tract_times),
+        median_ms(&engine_cpu),
+        median_ms(&tract_cpu),
         if tm > 0.0 { em / tm } else { 0.0 },
     );
     Ok(())

@@ -15,9 +15,9 @@
 //!   GEMM's right-hand matrix `X[cin_g × ∏spatial]`.
 //! - [`ConvAlgo::Im2col`] (everything else): im2col of a block of output columns into
 //!   scratch, then GEMM. Blocking over columns keeps scratch to a few hundred KiB per thread.
-//! - [`ConvAlgo::Winograd`] (2-D 3×3, stride 1, dilation 1, group 1, at least 16 channels in
-//!   and out): [`super::winograd`] F(2×2, 3×3) by default. `ENGINE_CONV_ALGO=im2col`
-//!   disables it, `winograd` (= `winograd2`) forces F(2×2) and `winograd4` F(4×4) (less
+//! - [`ConvAlgo::Winograd`] (2-D 3×3, stride 1, dilation 1, group 1, at least
+//!   [`WINOGRAD_MIN_CHANNELS`] channels in and out): [`super::winograd`] F(2×2, 3×3) by
+//!   default. `ENGINE_CONV_ALGO=im2col` disables it, `winograd` (= `winograd2`) forces F(2×2) and `winograd4` F(4×4) (less
 //!   accurate, ~12× im2col's error) wherever it applies.
 //!
 //! GEMM: by default the `gemm` crate ([`ConvGemm::Crate`]) per work item, then the epilogue over
@@ -297,12 +297,16 @@ impl PackedConvWeights {
             _ => ConvGemm::Crate(GemmBackend::Gemm),
         };
         // Winograd (F(2×2), the accurate tile) on every applicable conv with enough channels
-        // for its GEMMs to be efficient.
+        // for its GEMMs to be efficient and its per-tile transforms (O(cin + cout) per tile
+        // against O(cin·cout) GEMM work) to be cheap: measured per node against im2col at 1
+        // thread (engine profile, ResNet-50 and Inception-v3), F(2×2) was 0.76–0.95× im2col's
+        // time at 96–256 channels, ~1.0× at 64 and 1.0–1.2× with 32 input channels.
         let wino = match std::env::var("ENGINE_CONV_ALGO").ok().as_deref() {
             Some("im2col") => None,
             Some("winograd") | Some("winograd2") => Some(WinogradTile::F2),
             Some("winograd4") => Some(WinogradTile::F4),
-            _ => (geom.cin_per_group() >= 16 && geom.cout_per_group() >= 16)
+            _ => (geom.cin_per_group() >= WINOGRAD_MIN_CHANNELS
+                && geom.cout_per_group() >= WINOGRAD_MIN_CHANNELS)
                 .then_some(DEFAULT_WINOGRAD_TILE),
         };
         PackedConvWeights::with_algo(geom, weights, bias, gemm, wino)
@@ -436,15 +440,35 @@ impl PackedConvWeights {
 /// the tests), outside the 2× budget, so it is only used when forced.
 pub const DEFAULT_WINOGRAD_TILE: WinogradTile = WinogradTile::F2;
 
-/// Scratch floats per slot budget: the im2col block of one work item.
+/// Fewest input and output channels (per group) for which [`PackedConvWeights::new`] picks
+/// Winograd by default.
+pub const WINOGRAD_MIN_CHANNELS: usize = 64;
+
+/// Default scratch floats per slot: the im2col block of one work item (256 KiB).
+/// `ENGINE_CONV_BLOCK_FLOATS` overrides it for A/B runs: the crate GEMM re-packs the whole
+/// weight matrix (`cout_g × kg`) on every call, so with large `kg` (a 5×5 conv with kg = 1200
+/// gets 96-column blocks) larger blocks may pay; not yet measured, so the default is unchanged.
 const SCRATCH_BLOCK_FLOATS: usize = 64 * 1024;
+
+/// Scratch floats per slot: [`SCRATCH_BLOCK_FLOATS`] unless `ENGINE_CONV_BLOCK_FLOATS` sets it
+/// (read once per process; for A/B measurements).
+fn scratch_block_floats() -> usize {
+    static BLOCK: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BLOCK.get_or_init(|| {
+        std::env::var("ENGINE_CONV_BLOCK_FLOATS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&v: &usize| v >= 1024)
+            .unwrap_or(SCRATCH_BLOCK_FLOATS)
+    })
+}
 
 /// Columns per im2col block for this geometry (a multiple of [`NR`], at most the output plane
 /// rounded up, at least two panels).
 fn column_block(g: &ConvGeometry) -> usize {
     let kg = (g.cin_per_group() * g.kernel_size()).max(1);
     let np = g.out_plane().next_multiple_of(NR);
-    (SCRATCH_BLOCK_FLOATS / kg / NR * NR)
+    (scratch_block_floats() / kg / NR * NR)
         .max(2 * NR)
         .min(np)
         .max(NR)
