@@ -17,8 +17,8 @@
 //!   scratch, then GEMM. Blocking over columns keeps scratch to a few hundred KiB per thread.
 //! - [`ConvAlgo::Winograd`] (2-D 3×3, stride 1, dilation 1, group 1, at least
 //!   [`WINOGRAD_MIN_CHANNELS`] channels in and out): [`super::winograd`] F(2×2, 3×3) by
-//!   default. `ENGINE_CONV_ALGO=im2col` disables it, `winograd` (= `winograd2`) forces F(2×2) and `winograd4` F(4×4) (less
-//!   accurate, ~12× im2col's error) wherever it applies.
+//!   default. `ENGINE_CONV_ALGO=im2col` disables it, `winograd` (= `winograd2`) forces F(2×2)
+//!   and `winograd4` F(4×4) (less accurate, ~12× im2col's error) wherever it applies.
 //!
 //! GEMM: by default the `gemm` crate ([`ConvGemm::Crate`]) per work item, then the epilogue over
 //! the item's rows while they are in cache. [`ConvGemm::Packed`] is the engine's own kernel
