@@ -218,6 +218,11 @@ pub fn graph_from_onnx(model: &OnnxModel) -> Result<Graph> {
         });
     }
 
+    if g.outputs.is_empty() {
+        return Err(Error::Model(
+            "the graph has no outputs (nothing to compute)".into(),
+        ));
+    }
     for decl in &g.outputs {
         let Some(&id) = by_name.get(&decl.name) else {
             return Err(Error::Model(format!(
@@ -225,6 +230,12 @@ pub fn graph_from_onnx(model: &OnnxModel) -> Result<Graph> {
                 decl.name
             )));
         };
+        if graph.outputs.contains(&id) {
+            return Err(Error::Model(format!(
+                "graph output '{}' is listed twice",
+                decl.name
+            )));
+        }
         // Declared element types help before shapes are bound; bind recomputes them anyway.
         let v = graph.value_mut(id);
         if v.dtype.is_none() {

@@ -60,7 +60,14 @@ impl Activation {
     pub fn apply(self, v: f32) -> f32 {
         match self {
             Activation::None => v,
-            Activation::Relu => v.max(0.0),
+            // Not `v.max(0.0)`: that maps NaN to 0; ONNX Relu (and ops::elementwise) keeps NaN.
+            Activation::Relu => {
+                if v < 0.0 {
+                    0.0
+                } else {
+                    v
+                }
+            }
             Activation::LeakyRelu(a) => {
                 if v < 0.0 {
                     v * a

@@ -75,7 +75,10 @@ fn sigmoid_fast(v: f32) -> f32 {
 fn act_body(d: &mut [f32], act: Activation) {
     match act {
         Activation::None => {}
-        Activation::Relu => d.iter_mut().for_each(|v| *v = v.max(0.0)),
+        // `v < 0 ? 0 : v` keeps NaN (`f32::max` would map it to 0) and still compiles to maxps.
+        Activation::Relu => d
+            .iter_mut()
+            .for_each(|v| *v = if *v < 0.0 { 0.0 } else { *v }),
         Activation::LeakyRelu(a) => d
             .iter_mut()
             .for_each(|v| *v = if *v < 0.0 { *v * a } else { *v }),

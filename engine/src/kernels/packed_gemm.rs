@@ -458,7 +458,7 @@ mod avx2 {
                         x = _mm256_add_ps(x, load(res.as_ptr().add(r * t.ldc + j)));
                     }
                     x = match t.act {
-                        Activation::Relu => _mm256_max_ps(x, zero),
+                        Activation::Relu => _mm256_max_ps(zero, x), // NaN in x passes through
                         Activation::Clip(..) => _mm256_min_ps(_mm256_max_ps(x, lo), hi),
                         _ => x,
                     };
@@ -541,7 +541,7 @@ mod avx512 {
                         );
                     }
                     x = match t.act {
-                        Activation::Relu => _mm512_max_ps(x, zero),
+                        Activation::Relu => _mm512_max_ps(zero, x), // NaN in x passes through
                         Activation::Clip(..) => _mm512_min_ps(_mm512_max_ps(x, lo), hi),
                         _ => x,
                     };

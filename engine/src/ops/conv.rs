@@ -129,7 +129,14 @@ pub(super) fn out_size(
 fn activate(a: Activation, v: f64) -> f64 {
     match a {
         Activation::None => v,
-        Activation::Relu => v.max(0.0),
+        // NaN stays NaN, as in the unfused Relu (`f64::max` would map it to 0).
+        Activation::Relu => {
+            if v < 0.0 {
+                0.0
+            } else {
+                v
+            }
+        }
         Activation::LeakyRelu(alpha) => {
             if v < 0.0 {
                 v * alpha as f64
