@@ -92,6 +92,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         let tensor = npy::read_tensor(std::path::Path::new(&path))
             .map_err(|e| crate::exit::BadInput(format!("{e:#}")))?;
+        check_declared_shape(&args, &model, &name, &path, tensor.shape())?;
         given.push((name, tensor));
     }
     if let Some(path) = &args.image {
@@ -179,6 +180,52 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A `.npy` input must fit the model's declared shape (same rank, equal fixed dimensions):
+/// its shape is bound as the input's shape, so without this check a wrong file would silently
+/// override a declared size. `--input-shape NAME=...` overrides the declaration on purpose.
+fn check_declared_shape(
+    args: &RunArgs,
+    model: &engine::Model,
+    name: &str,
+    path: &str,
+    shape: &[usize],
+) -> Result<()> {
+    let explicit = args
+        .model
+        .input_shapes
+        .iter()
+        .any(|spec| spec.split_once('=').is_some_and(|(n, _)| n == name));
+    let inputs = model.inputs();
+    let Some(declared) = inputs
+        .iter()
+        .find(|v| v.name == name)
+        .and_then(|v| v.shape.as_ref())
+    else {
+        return Ok(());
+    };
+    let fits = declared.len() == shape.len()
+        && declared.iter().zip(shape).all(|(d, &n)| match d {
+            engine::Dim::Fixed(f) => *f == n,
+            engine::Dim::Symbol(_) => true,
+        });
+    if fits || explicit {
+        return Ok(());
+    }
+    let dims: Vec<String> = declared
+        .iter()
+        .map(|d| match d {
+            engine::Dim::Fixed(f) => f.to_string(),
+            engine::Dim::Symbol(s) => s.clone(),
+        })
+        .collect();
+    let wanted: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    bad_input(format!(
+        "{path}: shape {shape:?} does not fit input '{name}', declared as [{}] (to run the model at another size, pass --input-shape {name}={})",
+        dims.join(", "),
+        wanted.join("x")
+    ))
 }
 
 /// Decodes `--image` and preprocesses it for the model's first input. The input's size comes

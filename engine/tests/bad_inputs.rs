@@ -403,6 +403,15 @@ fn conv_weight_channels_differ_from_input_channels_over_group() {
 }
 
 #[test]
+fn conv_weight_of_the_wrong_rank() {
+    for dims in [vec![4], vec![4, 3], vec![]] {
+        let mut g = good_conv_graph();
+        g.initializer[0] = f32_init("w", &dims, 0.1);
+        bad(g, &["node 'conv' (Conv)"]);
+    }
+}
+
+#[test]
 fn conv_group_that_does_not_divide_channels() {
     let mut g = good_conv_graph();
     g.node[0].attribute.push(int("group", 2));
