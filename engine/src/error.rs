@@ -4,9 +4,13 @@
 /// A node the engine cannot run, as listed before anything runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnsupportedNode {
+    /// The node's name in the ONNX file (`<op_type>_<index>` when it had none).
     pub name: String,
+    /// ONNX op type, e.g. `LRN`.
     pub op_type: String,
+    /// Operator domain; empty for the default `ai.onnx`.
     pub domain: String,
+    /// Opset version of that domain the model imports.
     pub opset: i64,
     /// Why, when the op exists but an attribute value is not supported.
     pub reason: Option<String>,
@@ -40,11 +44,14 @@ fn list_unsupported(nodes: &[UnsupportedNode]) -> String {
     s
 }
 
+/// Everything that can go wrong, typed so an embedding program can react per case;
+/// [`Error::exit_code`] maps it to the CLI's exit status. Never a panic instead.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file could not be read or decoded as ONNX.
     #[error(transparent)]
     Onnx(#[from] onnx_import::Error),
+    /// Nodes the engine cannot run, all of them listed (checked before anything runs).
     #[error("{}", list_unsupported(.0))]
     Unsupported(Vec<UnsupportedNode>),
     /// A node's inputs, attributes or shapes are invalid.
@@ -70,6 +77,7 @@ pub enum Error {
     /// A backend failed at run time (device lost, shader error...).
     #[error("backend {backend}: {message}")]
     Backend { backend: String, message: String },
+    /// Reading or writing a file failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// An image given as model input could not be read, decoded or fitted to the input (see
@@ -87,6 +95,7 @@ impl Error {
         }
     }
 
+    /// An [`Error::Node`] for node `node` of op type `op`.
     pub fn node(node: &str, op: &str, message: impl Into<String>) -> Error {
         Error::Node {
             node: node.to_string(),
@@ -96,4 +105,5 @@ impl Error {
     }
 }
 
+/// `Result` with the engine's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

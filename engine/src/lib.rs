@@ -14,7 +14,7 @@
 //! | inspect | [`Model::inputs`], [`Model::outputs`] ([`ValueInfo`]: name, [`DType`], [`Dim`]s) |
 //! | prepare | [`Session::new`] with [`SessionOptions`] (threads, batch, shapes, [`Backend`], memory limit) |
 //! | run | [`Session::run`] on [`Tensor`]s (`ndarray` arrays: `Tensor::from(array)`) |
-//! | report | [`Session::profile`] → [`ProfileReport`]; without running: [`Model::analytic_report`], [`Model::bind`] + [`cost::graph_cost`] / [`rf::analyze`] |
+//! | report | [`Session::profile`] → [`ProfileReport`] (GPU adapter: [`Session::device`]); without running: [`Model::analytic_report`], [`Model::bind`] + [`cost::graph_cost`] / [`rf::analyze`] |
 //! | images | [`preprocess`]: [`preprocess::load_image_tensor`] with [`Preprocess`] and [`ImageInput`] |
 //!
 //! Every fallible call returns [`Result`] with the typed [`Error`]: a bad file, an unsupported
@@ -32,7 +32,18 @@
 //! assert_eq!(input.dtype, Some(engine::DType::F32));
 //! println!("{}: {:?} -> {}", input.name, input.shape, model.outputs()[0].name);
 //!
-//! let options = SessionOptions { threads: 1, batch: Some(2), ..Default::default() };
+//! // Models also load from bytes (here: the zoo model written out as ONNX).
+//! let bytes = engine::onnx_import::encode_model(&engine::zoo::to_onnx(&model.graph));
+//! let same = Model::from_bytes(&bytes, "resnet20.onnx")?;
+//! assert_eq!(same.inputs()[0].name, input.name);
+//!
+//! // Two images per batch, one worker thread, on the CPU.
+//! let options = SessionOptions {
+//!     threads: 1,
+//!     batch: Some(2),
+//!     backend: engine::Backend::Cpu,
+//!     ..Default::default()
+//! };
 //! let mut session = Session::new(&model, &options)?;
 //! let x = engine::ndarray::ArrayD::<f32>::zeros(vec![2, 3, 32, 32]);
 //! let outputs = session.run(&[(input.name.as_str(), Tensor::from(x))])?;
@@ -101,7 +112,7 @@ pub use ir::{Dim, Graph, ValueInfo};
 pub use preprocess::{ImageInput, Layout, Preprocess};
 pub use profile::ProfileReport;
 pub use rf::Rf;
-pub use session::{Backend, Model, NodeTrace, RunTrace, Session, SessionOptions};
+pub use session::{Backend, DeviceInfo, Model, NodeTrace, RunTrace, Session, SessionOptions};
 pub use tensor::{DType, Tensor};
 
 /// The ONNX reader/writer the engine imports through (`OnnxModel`, `load_model`, ...).

@@ -14,6 +14,7 @@ use crate::tensor::Tensor;
 /// Which device executes the graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
+    /// The engine's own SIMD kernels on `threads` worker threads (the default).
     #[default]
     Cpu,
     /// wgpu compute shaders (needs the `wgpu` cargo feature).
@@ -25,6 +26,7 @@ pub enum Backend {
 pub struct Model {
     /// Where it came from (a file path or a `zoo:` spec), for reports and errors.
     pub source: String,
+    /// The imported graph (typed ops, declared shapes); see [`crate::ir`].
     pub graph: Graph,
 }
 
@@ -37,6 +39,7 @@ pub struct SessionOptions {
     pub batch: Option<usize>,
     /// Explicit input shapes by input name (override declared/symbolic ones).
     pub input_shapes: HashMap<String, Vec<usize>>,
+    /// Which device runs the graph ([`Backend::Cpu`] by default).
     pub backend: Backend,
     /// Refuse plans needing more bytes than this (weights + activations + scratch).
     pub max_memory: Option<u64>,
@@ -68,6 +71,7 @@ impl Default for SessionOptions {
 pub struct NodeTrace {
     /// Index into `Session::exec_graph().nodes`.
     pub node: usize,
+    /// Wall-clock time of the node (GPU time on `wgpu` where timestamps are available).
     pub elapsed: Duration,
     /// Bytes this node's outputs (and scratch) newly allocated in this run.
     pub allocated_bytes: u64,
@@ -80,7 +84,9 @@ pub struct NodeTrace {
 /// What one profiled run measured.
 #[derive(Debug, Clone)]
 pub struct RunTrace {
+    /// Wall-clock time of the whole run.
     pub total: Duration,
+    /// One entry per executed node, in execution order.
     pub nodes: Vec<NodeTrace>,
     /// Peak of live activation bytes during the run.
     pub peak_live_bytes: u64,
@@ -163,6 +169,7 @@ impl Model {
             .collect()
     }
 
+    /// Declared graph outputs, in order (what [`Session::run`] returns).
     pub fn outputs(&self) -> Vec<&ValueInfo> {
         self.graph
             .outputs
@@ -401,6 +408,9 @@ impl Session {
         &self.exec
     }
 
+    /// The activation memory plan (liveness-based arena offsets): engine internals, for the
+    /// CLI and tests.
+    #[doc(hidden)]
     pub fn memory_plan(&self) -> &MemoryPlan {
         &self.plan
     }

@@ -27,6 +27,7 @@ impl DType {
         }
     }
 
+    /// The NumPy-style name (`float32`, `int64`, ...) messages use.
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "float32",
@@ -45,7 +46,10 @@ impl std::fmt::Display for DType {
     }
 }
 
-/// A dense, row-major (standard layout) tensor.
+/// A dense, row-major (standard layout) tensor: one `ndarray` array of one element type.
+///
+/// Build inputs with `Tensor::from(array)` (f32 and i64 `ArrayD`s) or [`Tensor::from_f32`];
+/// read outputs with [`Tensor::as_f32`] / [`Tensor::into_f32`] or [`Tensor::to_f64_vec`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Tensor {
     F32(ArrayD<f32>),
@@ -57,6 +61,7 @@ pub enum Tensor {
 }
 
 /// Applies the same expression to whichever array a tensor holds.
+#[doc(hidden)]
 #[macro_export]
 macro_rules! map_tensor {
     ($t:expr, $a:ident => $body:expr) => {
@@ -72,6 +77,7 @@ macro_rules! map_tensor {
 }
 
 impl Tensor {
+    /// The element type.
     pub fn dtype(&self) -> DType {
         match self {
             Tensor::F32(_) => DType::F32,
@@ -83,14 +89,17 @@ impl Tensor {
         }
     }
 
+    /// The dimensions, outermost first.
     pub fn shape(&self) -> &[usize] {
         map_tensor!(self, a => a.shape())
     }
 
+    /// Number of elements.
     pub fn len(&self) -> usize {
         map_tensor!(self, a => a.len())
     }
 
+    /// True when some dimension is 0.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -100,6 +109,7 @@ impl Tensor {
         self.len() * self.dtype().size_of()
     }
 
+    /// The f32 array, or `None` for another element type.
     pub fn as_f32(&self) -> Option<&ArrayD<f32>> {
         match self {
             Tensor::F32(a) => Some(a),
@@ -107,6 +117,7 @@ impl Tensor {
         }
     }
 
+    /// The f32 array by value (no copy), or `None` for another element type.
     pub fn into_f32(self) -> Option<ArrayD<f32>> {
         match self {
             Tensor::F32(a) => Some(a),
@@ -136,16 +147,19 @@ impl Tensor {
         }
     }
 
+    /// A rank-0 f32 tensor.
     pub fn scalar_f32(v: f32) -> Tensor {
         Tensor::F32(ArrayD::from_elem(IxDyn(&[]), v))
     }
 
+    /// An i64 tensor from row-major data; `None` when `data.len()` does not match `shape`.
     pub fn from_i64(shape: &[usize], data: Vec<i64>) -> Option<Tensor> {
         ArrayD::from_shape_vec(IxDyn(shape), data)
             .ok()
             .map(Tensor::I64)
     }
 
+    /// An f32 tensor from row-major data; `None` when `data.len()` does not match `shape`.
     pub fn from_f32(shape: &[usize], data: Vec<f32>) -> Option<Tensor> {
         ArrayD::from_shape_vec(IxDyn(shape), data)
             .ok()

@@ -4,7 +4,7 @@
 //! - every f32 constant a node reads is uploaded once into its own storage buffer (one buffer
 //!   per tensor, so no single binding has to hold all the weights);
 //! - every activation lives in one *arena* storage buffer at an element offset planned from
-//!   liveness ([`plan`]): values whose live ranges do not intersect share bytes, and
+//!   liveness (`plan.rs`): values whose live ranges do not intersect share bytes, and
 //!   Reshape/Flatten/Squeeze/Unsqueeze/Identity/Dropout outputs are aliases of their input (no
 //!   copy, no dispatch);
 //! - every node's parameters (offsets, shapes, attributes) sit in a small uniform buffer, and
@@ -36,7 +36,7 @@ use crate::tensor::{DType, Tensor};
 use plan::{Loc, Plan};
 use shaders::Kernel;
 
-/// Words of per-node parameters (the shaders' `Params` block: 8 × vec4<u32>).
+/// Words of per-node parameters (the shaders' `Params` block: 8 × `vec4<u32>`).
 const PARAM_WORDS: usize = 32;
 
 /// How profiled runs measure per-node time.
