@@ -1,5 +1,6 @@
 //! Kernel benchmarks: every distinct ResNet-50 convolution shape (batch 1, 224²) through each
-//! GEMM the conv can use, conv-shaped GEMMs through both crates, and the FC-layer GEMV.
+//! GEMM the conv can use and, for the stride-1 3×3 ones, Winograd F(2×2) and F(4×4);
+//! conv-shaped GEMMs through both crates, and the FC-layer GEMV. Whole models: `benches/models.rs`.
 //!
 //! Throughput is reported in elements/s where one element is one FLOP (2 per multiply-add), so
 //! criterion's "Gelem/s" reads as GFLOP/s. Run:
@@ -10,6 +11,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use engine::ir::Activation;
 use engine::kernels::conv::{conv, conv_scratch_len, ConvGemm, ConvGeometry, PackedConvWeights};
 use engine::kernels::gemm::{sgemm, sgemm_crate, GemmBackend};
+use engine::kernels::winograd::WinogradTile;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -98,15 +100,24 @@ fn bench_convs(c: &mut Criterion) {
         let bias = values(cout, 3);
         let res = values(g.output_len(), 4);
         group.throughput(Throughput::Elements(2 * g.macs()));
-        for (label, gemm) in [
-            ("gemm", ConvGemm::Crate(GemmBackend::Gemm)),
+        // im2col/pointwise through each GEMM, plus Winograd where it applies (stride-1 3×3).
+        // Throughput stays the direct algorithm's FLOPs, so Winograd's Gelem/s is "effective".
+        let crate_gemm = ConvGemm::Crate(GemmBackend::Gemm);
+        let mut variants = vec![
+            ("gemm", crate_gemm, None),
             (
                 "matrixmultiply",
                 ConvGemm::Crate(GemmBackend::MatrixMultiply),
+                None,
             ),
-            ("packed", ConvGemm::Packed),
-        ] {
-            let pw = PackedConvWeights::with_gemm(&g, &w, Some(&bias), gemm).expect("pack");
+            ("packed", ConvGemm::Packed, None),
+        ];
+        if g.winograd_applies() {
+            variants.push(("winograd_f2", crate_gemm, Some(WinogradTile::F2)));
+            variants.push(("winograd_f4", crate_gemm, Some(WinogradTile::F4)));
+        }
+        for (label, gemm, wino) in variants {
+            let pw = PackedConvWeights::with_algo(&g, &w, Some(&bias), gemm, wino).expect("pack");
             let mut out = vec![0.0f32; g.output_len()];
             let mut scratch = vec![0.0f32; conv_scratch_len(&g, &pw, threads())];
             group.bench_function(BenchmarkId::new(name, label), |b| {
