@@ -138,7 +138,7 @@ fn varint(mut v: u64, out: &mut Vec<u8>) {
 }
 
 fn len_field(field: u64, bytes: &[u8], out: &mut Vec<u8>) {
-    varint(field << 3 | 2, out);
+    varint((field << 3) | 2, out);
     varint(bytes.len() as u64, out);
     out.extend_from_slice(bytes);
 }
