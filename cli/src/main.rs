@@ -2,8 +2,12 @@
 //! all logic lives in the `engine` crate.
 
 mod cmd_bench;
+mod cmd_compare;
 mod cmd_profile;
+mod cmd_rf;
 mod cmd_run;
+mod cmd_verify;
+mod cmd_zoo;
 mod common;
 mod exit;
 mod model_arg;
@@ -33,6 +37,14 @@ enum Command {
         after_help = "Example:\n  engine bench resnet50.onnx --threads 2 --batch 8 --warmup 5 --iters 20 --json"
     )]
     Bench(cmd_bench::BenchArgs),
+    /// Receptive field (size, effective stride, offset) of every node, exact and shortcut.
+    Rf(cmd_rf::RfArgs),
+    /// Check every analytic figure (MACs, bytes, peak, receptive field) against a real run.
+    Verify(cmd_verify::VerifyArgs),
+    /// Two models side by side: memory, parameters, MACs, latency and their ratios B/A.
+    Compare(cmd_compare::CompareArgs),
+    /// List the built-in models, or write one as an ONNX file.
+    Zoo(cmd_zoo::ZooArgs),
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  engine completions bash > /etc/bash_completion.d/engine")]
     Completions {
@@ -46,6 +58,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Profile(args) => cmd_profile::run(args),
         Command::Run(args) => cmd_run::run(args),
         Command::Bench(args) => cmd_bench::run(args),
+        Command::Rf(args) => cmd_rf::run(args),
+        Command::Verify(args) => cmd_verify::run(args),
+        Command::Compare(args) => cmd_compare::run(args),
+        Command::Zoo(args) => cmd_zoo::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "engine", &mut std::io::stdout());
             Ok(())

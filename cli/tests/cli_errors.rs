@@ -445,7 +445,7 @@ fn npy_with_a_corrupt_header_or_short_data() {
     let mut header = b"\x93NUMPY\x01\x00".to_vec();
     let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 1000000, 1000000), }";
     let mut dict = dict.to_string();
-    while (10 + dict.len() + 1) % 64 != 0 {
+    while !(10 + dict.len() + 1).is_multiple_of(64) {
         dict.push(' ');
     }
     dict.push('\n');

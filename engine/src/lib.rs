@@ -81,6 +81,7 @@
 //! but hidden from these docs: it may change without notice.
 
 mod api;
+pub mod compare;
 pub mod cost;
 pub mod error;
 #[doc(hidden)]
@@ -101,6 +102,7 @@ pub mod session;
 #[doc(hidden)]
 pub mod shape;
 pub mod tensor;
+pub mod verify;
 #[cfg(feature = "wgpu")]
 #[doc(hidden)]
 pub mod wgpu_backend;
