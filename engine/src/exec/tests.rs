@@ -494,7 +494,7 @@ mod zoo_models {
 
     /// Timing of zoo models (run with `--ignored --nocapture`); asserts nothing about speed.
     #[test]
-    #[ignore]
+    #[ignore = "dev timing helper (ENGINE_BENCH_MODEL=zoo:NAME): prints latencies, asserts nothing"]
     fn time_zoo_models() {
         let spec = std::env::var("ENGINE_BENCH_MODEL").unwrap_or_else(|_| "zoo:resnet50".into());
         let model = Model::load(&spec).unwrap();
