@@ -15,7 +15,7 @@ use engine::session::Session;
 use engine::Tensor;
 use serde::Serialize;
 
-use crate::common::{BackendArg, ModelArgs};
+use crate::common::ModelArgs;
 use crate::exit::bad_input;
 
 #[derive(Args, Debug)]
@@ -55,6 +55,9 @@ struct BenchJson {
     images_per_s: f64,
     gflops: f64,
     peak_rss_bytes: Option<u64>,
+    /// The GPU adapter with `--backend wgpu` (absent on the CPU).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<String>,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -114,10 +117,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let Some(stats) = BenchStats::from_durations(&durations, batch, totals.flops) else {
         return bad_input("no timed runs");
     };
-    let backend = match args.model.backend {
-        BackendArg::Cpu => "cpu",
-        BackendArg::Wgpu => "wgpu",
+    // What actually ran, from the session rather than the request.
+    let backend = match session.backend() {
+        engine::Backend::Cpu => "cpu",
+        engine::Backend::Wgpu => "wgpu",
     };
+    let device = session.device().map(|d| d.name.clone());
     if args.json {
         let out = BenchJson {
             model: model.source.clone(),
@@ -133,6 +138,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             images_per_s: stats.images_per_s,
             gflops: stats.gflops,
             peak_rss_bytes: stats.peak_rss_bytes,
+            device,
         };
         println!("{}", serde_json::to_string(&out)?);
     } else {
@@ -143,6 +149,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
             args.warmup,
             args.iters
         );
+        if let Some(name) = &device {
+            println!("  device  {name}");
+        }
         println!("  median  {:>10.3} ms", stats.median_ms);
         println!("  min     {:>10.3} ms", stats.min_ms);
         println!("  p90     {:>10.3} ms", stats.p90_ms);
