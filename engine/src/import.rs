@@ -10,6 +10,7 @@
 //! `dilations` and `pads` may be empty (meaning the ONNX defaults: all ones / all zeros) and
 //! `auto_pad` may be set. `bind` resolves them into a canonical explicit form.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use ndarray::{ArrayD, IxDyn};
@@ -27,6 +28,20 @@ use crate::tensor::{DType, Tensor};
 /// initializers become `graph.constants`, and unknown dimensions of inputs become symbols named
 /// `unk_{input}_{axis}` so that [`crate::shape::bind`] can report them by name.
 pub fn graph_from_onnx(model: &OnnxModel) -> Result<Graph> {
+    convert(model, model.graph.initializers.iter().map(Cow::Borrowed))
+}
+
+/// [`graph_from_onnx`] consuming the model: initializer values move into the graph instead of
+/// being copied, so a large model's weights are not held twice while it is imported.
+pub fn graph_from_onnx_owned(mut model: OnnxModel) -> Result<Graph> {
+    let initializers = std::mem::take(&mut model.graph.initializers);
+    convert(&model, initializers.into_iter().map(Cow::Owned))
+}
+
+fn convert<'a>(
+    model: &OnnxModel,
+    initializers: impl Iterator<Item = Cow<'a, TensorData>>,
+) -> Result<Graph> {
     let g = &model.graph;
     let mut graph = Graph {
         name: g.name.clone(),
@@ -36,16 +51,20 @@ pub fn graph_from_onnx(model: &OnnxModel) -> Result<Graph> {
 
     // Initializers first: an input that is also an initializer is a constant here (the engine
     // does not support overriding initializers at run time).
-    for init in &g.initializers {
+    for init in initializers {
         if by_name.contains_key(&init.name) {
             return Err(Error::Model(format!(
                 "initializer '{}' is defined twice",
                 init.name
             )));
         }
-        let tensor = tensor_from_data(init)?;
-        let id = graph.add_constant(init.name.clone(), tensor);
-        by_name.insert(init.name.clone(), id);
+        let name = init.name.clone();
+        let tensor = match init {
+            Cow::Borrowed(t) => tensor_from_data(t)?,
+            Cow::Owned(t) => tensor_from_owned_data(t)?,
+        };
+        let id = graph.add_constant(name.clone(), tensor);
+        by_name.insert(name, id);
     }
 
     for decl in &g.inputs {
@@ -345,6 +364,34 @@ pub fn tensor_from_data(t: &TensorData) -> Result<Tensor> {
         TensorValues::I32(v) => Tensor::I32(ArrayD::from_shape_vec(s, v.clone()).map_err(bad)?),
         TensorValues::Bool(v) => Tensor::Bool(ArrayD::from_shape_vec(s, v.clone()).map_err(bad)?),
         TensorValues::U8(v) => Tensor::U8(ArrayD::from_shape_vec(s, v.clone()).map_err(bad)?),
+    })
+}
+
+/// [`tensor_from_data`] moving the values instead of copying them.
+pub fn tensor_from_owned_data(t: TensorData) -> Result<Tensor> {
+    let expected = t.dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if expected != Some(t.values.len()) {
+        return Err(Error::Model(format!(
+            "tensor '{}' has dims {:?} but {} element(s)",
+            t.name,
+            t.dims,
+            t.values.len()
+        )));
+    }
+    let s = IxDyn(&t.dims);
+    let bad = |_| {
+        Error::Model(format!(
+            "tensor '{}': cannot shape its elements as {:?}",
+            t.name, t.dims
+        ))
+    };
+    Ok(match t.values {
+        TensorValues::F32(v) => Tensor::F32(ArrayD::from_shape_vec(s, v).map_err(bad)?),
+        TensorValues::F64(v) => Tensor::F64(ArrayD::from_shape_vec(s, v).map_err(bad)?),
+        TensorValues::I64(v) => Tensor::I64(ArrayD::from_shape_vec(s, v).map_err(bad)?),
+        TensorValues::I32(v) => Tensor::I32(ArrayD::from_shape_vec(s, v).map_err(bad)?),
+        TensorValues::Bool(v) => Tensor::Bool(ArrayD::from_shape_vec(s, v).map_err(bad)?),
+        TensorValues::U8(v) => Tensor::U8(ArrayD::from_shape_vec(s, v).map_err(bad)?),
     })
 }
 
@@ -1260,5 +1307,24 @@ mod tests {
             g.nodes[1].inputs,
             vec![g.find_value("y"), None, g.find_value("w")]
         );
+    }
+
+    /// The consuming import moves the initializers and gives the same graph as the borrowing
+    /// one (ResNet-18 from the zoo, exported to ONNX and back: convs, BN, Gemm, Flatten).
+    #[test]
+    fn owned_import_equals_borrowed_import() {
+        let g = crate::zoo::build("zoo:resnet18:width=0.25,input=32").unwrap();
+        let m = crate::zoo::to_onnx(&g);
+        let borrowed = graph_from_onnx(&m).unwrap();
+        let owned = graph_from_onnx_owned(m.clone()).unwrap();
+        assert_eq!(owned, borrowed);
+        let (params, bytes) = owned.parameter_totals();
+        assert_eq!(params, g.parameter_totals().0);
+        assert_eq!(bytes, 4 * params);
+        // A tensor whose element count disagrees with its dims is refused either way.
+        let mut bad = m;
+        bad.graph.initializers[0].dims.push(2);
+        assert!(graph_from_onnx(&bad).is_err());
+        assert!(graph_from_onnx_owned(bad).is_err());
     }
 }

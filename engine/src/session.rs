@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -93,10 +94,23 @@ pub struct RunTrace {
 }
 
 /// A model prepared for execution.
+///
+/// Memory: a session holds the weights about twice at most, once in [`Session::bound_graph`]
+/// (what reports read) and once in the executor's kernel layouts (packed, Winograd-transformed).
+/// The executor drops its own copy of every constant that only kernels read, and the execution
+/// graph is not kept: [`Session::exec_graph`] rebuilds it from the bound graph on first use
+/// (reports and tests call it; running does not).
 pub struct Session {
     source: String,
     bound: Graph,
-    exec: Graph,
+    /// Whether fusions ran: without them the execution graph is the bound graph.
+    optimize: bool,
+    /// The execution graph, rebuilt on first request (see [`Session::exec_graph`]).
+    exec: OnceLock<Graph>,
+    /// `exec_graph().nodes.len()`, known without rebuilding it.
+    exec_nodes: usize,
+    /// Names of the execution graph's outputs, in order.
+    output_names: Vec<String>,
     plan: MemoryPlan,
     executor: Box<dyn Executor>,
     threads: usize,
@@ -133,8 +147,10 @@ impl Model {
                 graph,
             });
         }
+        // Each stage is consumed by the next (file bytes → protobuf → OnnxModel → Graph), so
+        // the weights exist about once at a time, not once per stage.
         let onnx = onnx_import::load_model(path)?;
-        let graph = crate::import::graph_from_onnx(&onnx)?;
+        let graph = crate::import::graph_from_onnx_owned(onnx)?;
         Ok(Model {
             source: path.display().to_string(),
             graph,
@@ -145,7 +161,7 @@ impl Model {
     /// tensor data is refused (there is no folder to resolve it against).
     pub fn from_bytes(bytes: &[u8], label: &str) -> Result<Model> {
         let onnx = onnx_import::decode_model(bytes, None, label)?;
-        let graph = crate::import::graph_from_onnx(&onnx)?;
+        let graph = crate::import::graph_from_onnx_owned(onnx)?;
         Ok(Model {
             source: label.to_string(),
             graph,
@@ -179,6 +195,34 @@ impl Model {
     }
 }
 
+/// Checks the requested input names and binds the model's graph (shapes, constant folding).
+fn bind_model(model: &Model, options: &SessionOptions, limit: u64) -> Result<Graph> {
+    let graph = &model.graph;
+    let mut names: Vec<&String> = options.input_shapes.keys().collect();
+    names.sort();
+    for name in names {
+        if !graph.inputs.iter().any(|&id| &graph.value(id).name == name) {
+            let known: Vec<&str> = graph
+                .inputs
+                .iter()
+                .map(|&id| graph.value(id).name.as_str())
+                .collect();
+            return Err(Error::Input {
+                name: name.clone(),
+                message: format!("no such model input (inputs: {})", known.join(", ")),
+            });
+        }
+    }
+    let spec = crate::shape::BindSpec {
+        batch: options.batch,
+        shapes: options.input_shapes.clone(),
+        // No single f32 value may exceed the whole limit.
+        max_elements: Some((limit / 4) as u128),
+        values: options.constant_inputs.clone(),
+    };
+    crate::shape::bind(graph, &spec)
+}
+
 /// Physical memory from /proc/meminfo (`MemTotal`), when it can be read.
 pub fn physical_memory_bytes() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -194,33 +238,33 @@ pub fn default_memory_limit() -> u64 {
 }
 
 impl Session {
-    /// Binds shapes, folds constants, optimizes and plans memory.
+    /// Binds shapes, folds constants, optimizes and plans memory. The model stays with the
+    /// caller; [`Session::from_model`] consumes it instead, which lowers peak memory by one
+    /// copy of the weights.
     pub fn new(model: &Model, options: &SessionOptions) -> Result<Session> {
-        let graph = &model.graph;
-        let mut names: Vec<&String> = options.input_shapes.keys().collect();
-        names.sort();
-        for name in names {
-            if !graph.inputs.iter().any(|&id| &graph.value(id).name == name) {
-                let known: Vec<&str> = graph
-                    .inputs
-                    .iter()
-                    .map(|&id| graph.value(id).name.as_str())
-                    .collect();
-                return Err(Error::Input {
-                    name: name.clone(),
-                    message: format!("no such model input (inputs: {})", known.join(", ")),
-                });
-            }
-        }
         let limit = options.max_memory.unwrap_or_else(default_memory_limit);
-        let spec = crate::shape::BindSpec {
-            batch: options.batch,
-            shapes: options.input_shapes.clone(),
-            // No single f32 value may exceed the whole limit.
-            max_elements: Some((limit / 4) as u128),
-            values: options.constant_inputs.clone(),
-        };
-        let bound = crate::shape::bind(graph, &spec)?;
+        let bound = bind_model(model, options, limit)?;
+        Session::from_bound(bound, model.source.clone(), options, limit)
+    }
+
+    /// [`Session::new`] consuming the model: its graph is freed as soon as the bound graph
+    /// exists, before fusion and weight packing allocate, so the weights are never held three
+    /// times at once. `engine run` uses this.
+    pub fn from_model(model: Model, options: &SessionOptions) -> Result<Session> {
+        let limit = options.max_memory.unwrap_or_else(default_memory_limit);
+        let bound = bind_model(&model, options, limit)?;
+        let Model { source, graph } = model;
+        drop(graph);
+        Session::from_bound(bound, source, options, limit)
+    }
+
+    /// Fuses, plans and prepares the executor for a bound graph.
+    fn from_bound(
+        bound: Graph,
+        source: String,
+        options: &SessionOptions,
+        limit: u64,
+    ) -> Result<Session> {
         let exec = if options.optimize {
             crate::exec::optimize(&bound)?
         } else {
@@ -237,46 +281,55 @@ impl Session {
             return Err(Error::MemoryLimit {
                 what: format!(
                     "model '{}' ({} weight bytes, {} planned activation bytes, {} packed-weight and scratch bytes)",
-                    model.source, weight_bytes, plan.arena_bytes, extra
+                    source, weight_bytes, plan.arena_bytes, extra
                 ),
                 requested,
                 limit: limit as u128,
             });
         }
-        let (executor, device): (Box<dyn Executor>, Option<DeviceInfo>) = match options.backend {
-            Backend::Cpu => (
-                Box::new(CpuExecutor::new(exec.clone(), &plan, threads)?),
-                None,
-            ),
-            // wgpu backend arm (added by the GPU-backend helper; the executor lives in
-            // crate::wgpu_backend).
-            #[cfg(feature = "wgpu")]
-            Backend::Wgpu => {
-                let gpu = crate::wgpu_backend::WgpuExecutor::new(exec.clone())?;
-                let device = DeviceInfo {
-                    name: format!("{} ({})", gpu.adapter_name(), gpu.adapter_backend()),
-                    timing: gpu.timing_method().describe().to_string(),
-                };
-                (Box::new(gpu), Some(device))
-            }
-            #[cfg(not(feature = "wgpu"))]
-            Backend::Wgpu => {
-                return Err(Error::Backend {
-                    backend: "wgpu".into(),
-                    message: "this engine was not built with wgpu support (build with --features wgpu); use --backend cpu".into(),
-                })
-            }
-        };
+        let exec_nodes = exec.nodes.len();
+        let output_names = exec
+            .outputs
+            .iter()
+            .map(|&id| exec.value(id).name.clone())
+            .collect();
+        // The executor takes the execution graph: no copy of it stays here (see `exec_graph`).
+        let (executor, device, host_constant_bytes): (Box<dyn Executor>, Option<DeviceInfo>, u64) =
+            match options.backend {
+                Backend::Cpu => (Box::new(CpuExecutor::new(exec, &plan, threads)?), None, 0),
+                // wgpu backend arm (added by the GPU-backend helper; the executor lives in
+                // crate::wgpu_backend). It keeps the graph's constants on the host.
+                #[cfg(feature = "wgpu")]
+                Backend::Wgpu => {
+                    let gpu = crate::wgpu_backend::WgpuExecutor::new(exec)?;
+                    let device = DeviceInfo {
+                        name: format!("{} ({})", gpu.adapter_name(), gpu.adapter_backend()),
+                        timing: gpu.timing_method().describe().to_string(),
+                    };
+                    (Box::new(gpu), Some(device), weight_bytes as u64)
+                }
+                #[cfg(not(feature = "wgpu"))]
+                Backend::Wgpu => {
+                    return Err(Error::Backend {
+                        backend: "wgpu".into(),
+                        message: "this engine was not built with wgpu support (build with --features wgpu); use --backend cpu".into(),
+                    })
+                }
+            };
         let input_infos = bound
             .inputs
             .iter()
             .map(|&id| bound.value(id).clone())
             .collect();
-        let reserved_bytes = weight_bytes as u64 + executor.reserved_bytes();
+        let reserved_bytes =
+            bound.parameter_totals().1 as u64 + host_constant_bytes + executor.reserved_bytes();
         Ok(Session {
-            source: model.source.clone(),
+            source,
             bound,
-            exec,
+            optimize: options.optimize,
+            exec: OnceLock::new(),
+            exec_nodes,
+            output_names,
             plan,
             executor,
             threads,
@@ -302,7 +355,7 @@ impl Session {
         inputs: &[(&str, Tensor)],
     ) -> Result<(Vec<(String, Tensor)>, RunTrace)> {
         let ordered = self.order_inputs(inputs)?;
-        let mut nodes = Vec::with_capacity(self.exec.nodes.len());
+        let mut nodes = Vec::with_capacity(self.exec_nodes);
         let start = std::time::Instant::now();
         let outs = self.executor.run(&ordered, Some(&mut nodes))?;
         let total = start.elapsed();
@@ -384,12 +437,7 @@ impl Session {
     }
 
     fn name_outputs(&self, outs: Vec<Tensor>) -> Vec<(String, Tensor)> {
-        self.exec
-            .outputs
-            .iter()
-            .map(|&id| self.exec.value(id).name.clone())
-            .zip(outs)
-            .collect()
+        self.output_names.iter().cloned().zip(outs).collect()
     }
 
     /// Where the model came from.
@@ -404,8 +452,19 @@ impl Session {
     }
 
     /// The graph that runs (after fusion when `optimize` is on). `NodeTrace::node` indexes it.
+    ///
+    /// The session does not keep it while running (that would hold every weight once more): the
+    /// first call rebuilds it from the bound graph with the same deterministic fusion passes
+    /// the executor's graph came from, and keeps it from then on.
     pub fn exec_graph(&self) -> &Graph {
-        &self.exec
+        if !self.optimize {
+            return &self.bound;
+        }
+        self.exec.get_or_init(|| {
+            // The same passes succeeded on the same graph when the session was created; should
+            // they fail now, the bound graph (which the fusions only rewrite) is the fallback.
+            crate::exec::optimize(&self.bound).unwrap_or_else(|_| self.bound.clone())
+        })
     }
 
     /// The activation memory plan (liveness-based arena offsets): engine internals, for the
@@ -440,7 +499,9 @@ impl Session {
         self.memory_limit
     }
 
-    /// Bytes held: constants plus the executor's arena, packed weights and scratch.
+    /// Bytes held: the bound graph's constants plus the executor's arena, scratch, weights in
+    /// kernel layouts and the constants it keeps for ops without a kernel (a rebuilt
+    /// [`Session::exec_graph`] is not counted).
     pub fn reserved_bytes(&self) -> u64 {
         self.reserved_bytes
     }

@@ -45,8 +45,9 @@ pub fn default_opset(imports: &[pb::OperatorSetIdProto]) -> i64 {
         .unwrap_or(1)
 }
 
-pub fn convert_model(m: &pb::ModelProto, ctx: &Ctx<'_>) -> Result<OnnxModel, Error> {
-    let Some(g) = &m.graph else {
+/// Converts a decoded model, consuming it (see [`convert_graph`] for why).
+pub fn convert_model(m: pb::ModelProto, ctx: &Ctx<'_>) -> Result<OnnxModel, Error> {
+    let Some(g) = m.graph else {
         return Err(Error::NoGraph {
             path: ctx.label.to_string(),
         });
@@ -54,13 +55,16 @@ pub fn convert_model(m: &pb::ModelProto, ctx: &Ctx<'_>) -> Result<OnnxModel, Err
     Ok(OnnxModel {
         path: None,
         ir_version: m.ir_version,
-        producer_name: m.producer_name.clone(),
+        producer_name: m.producer_name,
         opset: default_opset(&m.opset_import),
         graph: convert_graph(g, ctx)?,
     })
 }
 
-fn convert_graph(g: &pb::GraphProto, ctx: &Ctx<'_>) -> Result<OnnxGraph, Error> {
+/// Converts a graph, consuming it: initializers are taken out of the protobuf one at a time and
+/// each one's protobuf form (its `raw_data`, as large as the weights) is dropped right after its
+/// conversion, so a model's weights are never held twice in full while it loads.
+fn convert_graph(mut g: pb::GraphProto, ctx: &Ctx<'_>) -> Result<OnnxGraph, Error> {
     if let Some(sp) = g.sparse_initializer.first() {
         let name = sp.values.as_ref().map(|v| v.name.as_str()).unwrap_or("");
         return Err(Error::Unsupported {
@@ -71,37 +75,42 @@ fn convert_graph(g: &pb::GraphProto, ctx: &Ctx<'_>) -> Result<OnnxGraph, Error> 
             ),
         });
     }
-    let mut initializers = Vec::with_capacity(g.initializer.len());
-    for t in &g.initializer {
-        initializers.push(decode_tensor(t, ctx.tensors).map_err(|e| ctx.tensor_err(&t.name, e))?);
+    let protos = std::mem::take(&mut g.initializer);
+    let mut initializers = Vec::with_capacity(protos.len());
+    for t in protos {
+        initializers.push(decode_tensor(&t, ctx.tensors).map_err(|e| ctx.tensor_err(&t.name, e))?);
+        // `t` (and its raw bytes) is freed here, before the next initializer is converted.
     }
 
-    let mut nodes = Vec::with_capacity(g.node.len());
-    for (index, n) in g.node.iter().enumerate() {
+    // Nodes are consumed too: a `Constant` node's tensor can be as large as an initializer.
+    let protos = std::mem::take(&mut g.node);
+    let mut nodes = Vec::with_capacity(protos.len());
+    for (index, n) in protos.into_iter().enumerate() {
         let name = if n.name.is_empty() {
             format!("{}_{index}", n.op_type)
         } else {
-            n.name.clone()
+            n.name
         };
         let mut attributes = BTreeMap::new();
         for a in &n.attribute {
             let value = convert_attribute(a, ctx, &name, &n.op_type)?;
             attributes.insert(a.name.clone(), value);
         }
+        drop(n.attribute);
         let node = OnnxNode {
             name,
-            op_type: n.op_type.clone(),
+            op_type: n.op_type,
             domain: if n.domain == "ai.onnx" {
                 String::new()
             } else {
-                n.domain.clone()
+                n.domain
             },
-            inputs: n.input.clone(),
-            outputs: n.output.clone(),
+            inputs: n.input,
+            outputs: n.output,
             attributes,
         };
         if node.domain.is_empty() && node.op_type == "Constant" {
-            initializers.push(constant_value(&node, ctx)?);
+            initializers.push(constant_value(node, ctx)?);
         } else {
             nodes.push(node);
         }
@@ -240,8 +249,9 @@ fn convert_attribute(
     })
 }
 
-/// A `Constant` node's value as an initializer named after its output.
-fn constant_value(n: &OnnxNode, ctx: &Ctx<'_>) -> Result<TensorData, Error> {
+/// A `Constant` node's value as an initializer named after its output (the node is consumed
+/// so a tensor value moves instead of being copied).
+fn constant_value(mut n: OnnxNode, ctx: &Ctx<'_>) -> Result<TensorData, Error> {
     let Some(output) = n.outputs.first().filter(|o| !o.is_empty()) else {
         return Err(ctx.node_err(&n.name, &n.op_type, "expected one output, found none"));
     };
@@ -255,8 +265,8 @@ fn constant_value(n: &OnnxNode, ctx: &Ctx<'_>) -> Result<TensorData, Error> {
             ),
         ));
     }
-    let mut entries = n.attributes.iter();
-    let Some((key, value)) = entries.next() else {
+    let attributes = std::mem::take(&mut n.attributes);
+    let Some((key, value)) = attributes.into_iter().next() else {
         return Err(ctx.node_err(
             &n.name,
             &n.op_type,
@@ -264,11 +274,11 @@ fn constant_value(n: &OnnxNode, ctx: &Ctx<'_>) -> Result<TensorData, Error> {
         ));
     };
     let (dims, values) = match (key.as_str(), value) {
-        ("value", Attribute::Tensor(t)) => (t.dims.clone(), t.values.clone()),
-        ("value_float", Attribute::Float(f)) => (vec![], TensorValues::F32(vec![*f])),
-        ("value_floats", Attribute::Floats(f)) => (vec![f.len()], TensorValues::F32(f.clone())),
-        ("value_int", Attribute::Int(i)) => (vec![], TensorValues::I64(vec![*i])),
-        ("value_ints", Attribute::Ints(i)) => (vec![i.len()], TensorValues::I64(i.clone())),
+        ("value", Attribute::Tensor(t)) => (t.dims, t.values),
+        ("value_float", Attribute::Float(f)) => (vec![], TensorValues::F32(vec![f])),
+        ("value_floats", Attribute::Floats(f)) => (vec![f.len()], TensorValues::F32(f)),
+        ("value_int", Attribute::Int(i)) => (vec![], TensorValues::I64(vec![i])),
+        ("value_ints", Attribute::Ints(i)) => (vec![i.len()], TensorValues::I64(i)),
         ("value_string" | "value_strings", _) => {
             return Err(Error::UnsupportedNode {
                 path: ctx.label.to_string(),

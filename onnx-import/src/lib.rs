@@ -86,7 +86,11 @@ pub fn load_model(path: &Path) -> Result<OnnxModel, Error> {
         Some(p) => p,
         None => Path::new("."),
     };
-    let mut model = decode_model(&bytes, Some(base), &label)?;
+    let proto = decode_proto(&bytes, &label)?;
+    // The file buffer is as large as the weights: free it before the weights are converted, so
+    // that at most the decoded protobuf and one converted tensor coexist.
+    drop(bytes);
+    let mut model = convert_proto(proto, Some(base), &label)?;
     model.path = Some(path.to_path_buf());
     Ok(model)
 }
@@ -98,22 +102,38 @@ pub fn decode_model(
     base_dir: Option<&Path>,
     label: &str,
 ) -> Result<OnnxModel, Error> {
+    let proto = decode_proto(bytes, label)?;
+    convert_proto(proto, base_dir, label)
+}
+
+/// Parses the protobuf of a model file (empty input is refused with its own error).
+fn decode_proto(bytes: &[u8], label: &str) -> Result<pb::ModelProto, Error> {
     if bytes.is_empty() {
         return Err(Error::Empty {
             path: label.to_string(),
             what: "model",
         });
     }
-    let proto = pb::ModelProto::decode(bytes).map_err(|source| Error::Decode {
+    pb::ModelProto::decode(bytes).map_err(|source| Error::Decode {
         path: label.to_string(),
         what: "model",
         source,
-    })?;
+    })
+}
+
+/// Converts and normalises a decoded model. The protobuf is consumed: each initializer's
+/// protobuf bytes are freed as soon as it is converted, so the weights exist about once, not
+/// twice, while a large model loads.
+fn convert_proto(
+    proto: pb::ModelProto,
+    base_dir: Option<&Path>,
+    label: &str,
+) -> Result<OnnxModel, Error> {
     let ctx = decode::Ctx {
         label,
         tensors: tensor::TensorContext { base_dir },
     };
-    let mut model = decode::convert_model(&proto, &ctx)?;
+    let mut model = decode::convert_model(proto, &ctx)?;
     normalize::normalize(&mut model, label)?;
     Ok(model)
 }

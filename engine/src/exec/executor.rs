@@ -32,7 +32,9 @@ pub trait Executor: Send {
         trace: Option<&mut Vec<NodeTrace>>,
     ) -> Result<Vec<Tensor>>;
 
-    /// Bytes the executor holds besides the graph's constants (arena, packed weights, scratch).
+    /// Bytes the executor holds for itself: arena, scratch, weights in kernel layouts. The CPU
+    /// executor also counts the graph constants it keeps (it drops those only kernels read);
+    /// the wgpu executor does not count its host copy of the graph's constants.
     fn reserved_bytes(&self) -> u64;
 }
 
@@ -68,6 +70,8 @@ struct State {
     scratch: Vec<f32>,
     /// Bytes of weights copied into kernel layouts.
     packed_bytes: usize,
+    /// Bytes of the constants `graph` still holds (those the reference evaluator reads).
+    constant_bytes: usize,
 }
 
 /// The number of workers `threads` asks for (0 = every available core).
@@ -145,19 +149,51 @@ impl CpuExecutor {
                 _ => None,
             })
             .collect();
-        let cx = Ctx {
-            graph: &graph,
-            spans: &spans,
-            threads,
-        };
-        let mut steps = Vec::with_capacity(graph.nodes.len());
+        let mut graph = graph;
+        // Constants are copied into the steps' own layouts (packed conv weights, Gemm's B,
+        // per-channel vectors). Once every reader of a constant has its step, the executor's
+        // graph drops it: the unpacked weights are not kept alongside the packed ones, and
+        // dropping them as packing proceeds keeps the two from ever coexisting in full.
+        // `pending[v]`: readers of constant `v` not prepared yet; `needed[v]`: some reader
+        // runs through the reference evaluator (or `v` is a graph output) and reads it there.
+        let mut pending = vec![0usize; graph.values.len()];
+        let mut needed = vec![false; graph.values.len()];
         for node in &graph.nodes {
-            steps.push(
-                prepare(&cx, node)
-                    .map_err(|e| Error::node(&node.name, node.op.type_name(), e.0))?,
-            );
+            for id in node.inputs.iter().flatten() {
+                pending[id.0] += 1;
+            }
+        }
+        for id in &graph.outputs {
+            needed[id.0] = true;
+        }
+        let mut steps = Vec::with_capacity(graph.nodes.len());
+        for i in 0..graph.nodes.len() {
+            let cx = Ctx {
+                graph: &graph,
+                spans: &spans,
+                threads,
+            };
+            let node = &graph.nodes[i];
+            let step = prepare(&cx, node)
+                .map_err(|e| Error::node(&node.name, node.op.type_name(), e.0))?;
+            let mut done = Vec::new();
+            for id in node.inputs.iter().flatten() {
+                if !graph.is_constant(*id) {
+                    continue;
+                }
+                needed[id.0] |= step.is_none();
+                pending[id.0] = pending[id.0].saturating_sub(1);
+                if pending[id.0] == 0 && !needed[id.0] {
+                    done.push(*id);
+                }
+            }
+            steps.push(step);
+            for id in done {
+                graph.constants.remove(&id);
+            }
         }
         let packed_bytes = steps.iter().flatten().map(Step::packed_bytes).sum();
+        let constant_bytes = graph.parameter_totals().1;
         let scratch_len = steps.iter().flatten().map(|s| s.scratch).max().unwrap_or(0);
         let scratch = vec![0.0f32; scratch_len];
         let arena = vec![0.0f32; plan.arena_bytes.div_ceil(4)];
@@ -172,6 +208,7 @@ impl CpuExecutor {
             steps,
             scratch,
             packed_bytes,
+            constant_bytes,
         };
         Ok(CpuExecutor {
             pool,
@@ -185,6 +222,9 @@ impl CpuExecutor {
         self.threads
     }
 
+    /// The graph this executor runs. Constants that only kernels read were moved into the
+    /// kernels' layouts and are no longer in `graph().constants`; the ones the reference
+    /// evaluator reads (and constant graph outputs) are.
     pub fn graph(&self) -> &Graph {
         &self.state.graph
     }
@@ -382,6 +422,8 @@ impl Executor for CpuExecutor {
     }
 
     fn reserved_bytes(&self) -> u64 {
-        ((self.state.arena.len() + self.state.scratch.len()) * 4 + self.state.packed_bytes) as u64
+        ((self.state.arena.len() + self.state.scratch.len()) * 4
+            + self.state.packed_bytes
+            + self.state.constant_bytes) as u64
     }
 }

@@ -6,6 +6,8 @@
 //! time [`Step::run`] works on slices of the arena with no allocation. Nodes no kernel covers
 //! get `None` and run through the reference evaluator.
 
+use std::borrow::Cow;
+
 use crate::ir::{Activation, ConvAttrs, Graph, Node, Op, PoolAttrs, ValueId};
 use crate::kernels::conv::{conv, conv_scratch_len, ConvGeometry, PackedConvWeights};
 use crate::kernels::elementwise::{
@@ -320,8 +322,16 @@ impl Ctx<'_> {
         self.graph.value(id).fixed_shape()
     }
     fn const_f32(&self, id: Option<ValueId>) -> Option<Vec<f32>> {
-        let t = self.graph.constants.get(&id?)?;
-        Some(t.as_f32()?.iter().copied().collect())
+        Some(self.const_f32_ref(id)?.into_owned())
+    }
+    /// A constant's f32 values, borrowed when contiguous: conv weights are copied once, into
+    /// the packed layout, not first into a temporary as well.
+    fn const_f32_ref(&self, id: Option<ValueId>) -> Option<Cow<'_, [f32]>> {
+        let a = self.graph.constants.get(&id?)?.as_f32()?;
+        Some(match a.as_slice() {
+            Some(s) => Cow::Borrowed(s),
+            None => Cow::Owned(a.iter().copied().collect()),
+        })
     }
 }
 
@@ -458,12 +468,12 @@ pub fn prepare(cx: &Ctx, node: &Node) -> Result<Option<Step>, KernelError> {
             let (Some(xs), Some(w_id)) = (cx.shape(inp(0).unwrap_or(out_id)), inp(1)) else {
                 return Ok(None);
             };
-            let (Some(w), Some(ws)) = (cx.const_f32(Some(w_id)), cx.shape(w_id)) else {
+            let (Some(w), Some(ws)) = (cx.const_f32_ref(Some(w_id)), cx.shape(w_id)) else {
                 return Ok(None);
             };
             let bias = match inp(2) {
                 None => None,
-                Some(b) => match cx.const_f32(Some(b)) {
+                Some(b) => match cx.const_f32_ref(Some(b)) {
                     Some(b) => Some(b),
                     None => return Ok(None),
                 },

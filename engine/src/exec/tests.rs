@@ -313,6 +313,10 @@ fn run_exec(g: &Graph, threads: usize, f: &[(ValueId, Tensor)]) -> Vec<Tensor> {
     let mut ex = CpuExecutor::new(g.clone(), &p, threads).unwrap();
     // Every node of these graphs has a fast kernel.
     assert_eq!(ex.kernel_nodes(), g.nodes.len());
+    // ...so every constant lives in a kernel's own layout and the executor's graph keeps no
+    // second, unpacked copy of it.
+    assert!(!g.constants.is_empty());
+    assert!(ex.graph().constants.is_empty());
     let ins: Vec<&Tensor> = f.iter().map(|(_, t)| t).collect();
     let mut trace = Vec::new();
     let first = ex.run(&ins, Some(&mut trace)).unwrap();
@@ -492,6 +496,64 @@ mod zoo_models {
         assert_close(&one[0].1, &out[0].1, 1e-6);
     }
 
+    /// `Session::from_model` (consuming) runs like `Session::new`; the execution graph a
+    /// session rebuilds on request is the one it runs (same nodes, same order); the bytes a
+    /// session holds are the bound graph's weights once plus the executor's own (kernel
+    /// layouts, arena, scratch), not a further copy of the weights.
+    #[test]
+    fn consuming_session_and_rebuilt_exec_graph() {
+        let model = Model::load("zoo:resnet20:width=0.5").unwrap();
+        let options = SessionOptions {
+            threads: 1,
+            ..SessionOptions::default()
+        };
+        let mut a = Session::new(&model, &options).unwrap();
+        let mut b = Session::from_model(model.clone(), &options).unwrap();
+        let info = a.input_infos()[0].clone();
+        let x = normal_tensor(&info.fixed_shape().unwrap(), 4);
+        let feeds = [(info.name.as_str(), x)];
+        let out_a = a.run(&feeds).unwrap();
+        let (out_b, trace) = b.run_profiled(&feeds).unwrap();
+        assert_eq!(out_a, out_b);
+        let exec = optimize(b.bound_graph()).unwrap();
+        assert_eq!(b.exec_graph(), &exec);
+        assert_eq!(trace.nodes.len(), exec.nodes.len());
+        assert_eq!(out_b[0].0, exec.value(exec.outputs[0]).name);
+        // Every node of this net has a kernel: held = weights once (bound graph) + kernel
+        // layouts (conv weights, Winograd-transformed or not, and biases: at least the weights
+        // again) + arena + scratch. Before, the executor's graph held a third copy on top.
+        let (_, weights) = b.bound_graph().parameter_totals();
+        let threads = 1;
+        let upper = weights as u64
+            + b.memory_plan().arena_bytes as u64
+            + crate::exec::executor::estimated_extra_bytes(&exec, threads)
+            // Winograd F(2x2) holds 16/9 of a 3x3 kernel's floats.
+            + (weights as u64) * 7 / 9;
+        assert!(
+            b.reserved_bytes() <= upper,
+            "{} > {upper}",
+            b.reserved_bytes()
+        );
+        // Every constant of the execution graph is in some kernel layout, at least as large.
+        let (_, exec_weights) = exec.parameter_totals();
+        let lower = (weights + exec_weights + b.memory_plan().arena_bytes) as u64;
+        assert!(
+            b.reserved_bytes() >= lower,
+            "{} < {lower}",
+            b.reserved_bytes()
+        );
+        // Without fusions the execution graph is the bound graph itself.
+        let plain = Session::from_model(
+            model,
+            &SessionOptions {
+                optimize: false,
+                ..options
+            },
+        )
+        .unwrap();
+        assert!(std::ptr::eq(plain.exec_graph(), plain.bound_graph()));
+    }
+
     /// Timing of zoo models (run with `--ignored --nocapture`); asserts nothing about speed.
     #[test]
     #[ignore = "dev timing helper (ENGINE_BENCH_MODEL=zoo:NAME): prints latencies, asserts nothing"]
@@ -536,6 +598,39 @@ mod zoo_models {
             );
         }
     }
+}
+
+/// Constants read by the reference evaluator stay in the executor's graph (also when a kernel
+/// reads the same constant); the ones only kernels read are dropped after packing.
+#[test]
+fn executor_keeps_constants_the_reference_path_reads() {
+    let mut b = Builder::new();
+    let x = b.input("x", &[1, 4, 3, 3]);
+    let c = b.positive("c", &[1, 4, 1, 1]);
+    let w = b.random("w", &[4, 4, 1, 1]);
+    let y = b.node1(
+        "conv",
+        Op::Conv(conv_attrs(1, 1, 0)),
+        &[x, w],
+        &[1, 4, 3, 3],
+    );
+    // Mul by a per-channel constant has a kernel; Div by one does not (reference path).
+    let m = b.node1("mul", Op::Mul, &[y, c], &[1, 4, 3, 3]);
+    let d = b.node1("div", Op::Div, &[m, c], &[1, 4, 3, 3]);
+    b.g.outputs.push(d);
+    let g = b.g;
+    let p = plan::plan(&g, true).unwrap();
+    let mut ex = CpuExecutor::new(g.clone(), &p, 1).unwrap();
+    assert_eq!(ex.kernel_nodes(), 2);
+    assert!(ex.graph().is_constant(c), "the reference Div reads c");
+    assert!(!ex.graph().is_constant(w), "only the conv kernel reads w");
+    let held = ex.reserved_bytes() as usize;
+    let c_bytes = g.constants[&c].byte_len();
+    assert!(held >= p.arena_bytes + c_bytes, "{held}");
+    let f = feeds(&g, 5);
+    let want = crate::ops::run_reference(&g, &f).unwrap();
+    let got = ex.run(&[&f[0].1], None).unwrap();
+    assert_close(&got[0], &want[0], 1e-5);
 }
 
 #[test]

@@ -278,8 +278,10 @@ fn bind_bound(graph: &Graph, spec: &BindSpec, inputs: BoundInputs) -> Result<Gra
             Some(dtype),
             Some(shape.into_iter().map(Dim::Fixed).collect()),
         );
-        if let Some(t) = consts.get(&id) {
-            out.constants.insert(new, t.clone());
+        // Moved, not cloned: `consts` is not read after renumbering, and a copy here would
+        // hold every weight a third time (model, `consts`, `out`) while a session is prepared.
+        if let Some(t) = consts.remove(&id) {
+            out.constants.insert(new, t);
         }
         remap.insert(id, new);
         Ok(new)
