@@ -45,7 +45,7 @@ pub fn default_opset(imports: &[pb::OperatorSetIdProto]) -> i64 {
         .unwrap_or(1)
 }
 
-/// Converts a decoded model, consuming it (see [`convert_graph`] for why).
+/// Converts a decoded model, consuming it (see `convert_graph` for why).
 pub fn convert_model(m: pb::ModelProto, ctx: &Ctx<'_>) -> Result<OnnxModel, Error> {
     let Some(g) = m.graph else {
         return Err(Error::NoGraph {
