@@ -196,13 +196,16 @@ fn fold_batchnorm(g: &mut Graph) -> Result<()> {
         let beta_v: Vec<f32> = beta.iter().copied().collect();
         let mean_v: Vec<f32> = mean.iter().copied().collect();
         let var_v: Vec<f32> = var.iter().copied().collect();
-        let factors: Vec<f32> = (0..m)
-            .map(|k| scale_v[k] / (var_v[k] + epsilon).sqrt())
+        // In float64, rounded once to float32 at the end: computing the factor in float32 and
+        // then multiplying rounds every folded weight twice (and `var + eps`, the square root
+        // and the division once more each).
+        let factors: Vec<f64> = (0..m)
+            .map(|k| scale_v[k] as f64 / (var_v[k] as f64 + epsilon as f64).sqrt())
             .collect();
         let w_new: Vec<f32> = w
             .iter()
             .enumerate()
-            .map(|(e, &v)| v * factors[e / per])
+            .map(|(e, &v)| (v as f64 * factors[e / per]) as f32)
             .collect();
         let b_old: Vec<f32> = match const_f32(g, b_id) {
             Some(b) => b.iter().copied().collect(),
@@ -216,7 +219,7 @@ fn fold_batchnorm(g: &mut Graph) -> Result<()> {
             ));
         }
         let b_new: Vec<f32> = (0..m)
-            .map(|k| (b_old[k] - mean_v[k]) * factors[k] + beta_v[k])
+            .map(|k| ((b_old[k] as f64 - mean_v[k] as f64) * factors[k] + beta_v[k] as f64) as f32)
             .collect();
         let w_shape = w.shape().to_vec();
         let conv_name = conv.name.clone();
@@ -349,4 +352,72 @@ fn fuse_conv_epilogues(g: &mut Graph) {
 fn drop_unused_constants(g: &mut Graph) {
     let counts = g.consumer_counts();
     g.constants.retain(|id, _| counts[id.0] > 0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::tests::{conv_attrs, Builder};
+
+    /// BN folding rounds once: every folded weight and bias equals the float64 product rounded
+    /// to float32 (a float32 factor would round twice and miss it for many of them).
+    #[test]
+    fn batchnorm_fold_rounds_once_from_float64() {
+        let mut b = Builder::new();
+        let x = b.input("x", &[1, 3, 5, 5]);
+        let w = b.random("w", &[8, 3, 3, 3]);
+        let bias = b.random("bias", &[8]);
+        let c = b.node1(
+            "conv",
+            Op::Conv(conv_attrs(3, 1, 1)),
+            &[x, w, bias],
+            &[1, 8, 5, 5],
+        );
+        let (s, beta, mean) = (
+            b.positive("s", &[8]),
+            b.random("beta", &[8]),
+            b.random("mean", &[8]),
+        );
+        let var = b.positive("var", &[8]);
+        let eps = 1e-3f32;
+        let y = b.node1(
+            "bn",
+            Op::BatchNormalization { epsilon: eps },
+            &[c, s, beta, mean, var],
+            &[1, 8, 5, 5],
+        );
+        b.g.outputs = vec![y];
+        let vals = |id: ValueId| b.g.constants[&id].to_f64_vec();
+        let (w0, b0, s0, beta0, m0, v0) = (
+            vals(w),
+            vals(bias),
+            vals(s),
+            vals(beta),
+            vals(mean),
+            vals(var),
+        );
+        let g = optimize(&b.g).expect("optimize");
+        let conv = g
+            .nodes
+            .iter()
+            .find(|n| matches!(n.op, Op::Conv(_)))
+            .expect("conv kept");
+        assert!(
+            !g.nodes
+                .iter()
+                .any(|n| matches!(n.op, Op::BatchNormalization { .. })),
+            "BN folded away"
+        );
+        let wf = g.constants[&conv.inputs[1].expect("weight")].to_f64_vec();
+        let bf = g.constants[&conv.inputs[2].expect("bias")].to_f64_vec();
+        let per = w0.len() / 8;
+        for k in 0..8 {
+            let f = s0[k] / (v0[k] + eps as f64).sqrt();
+            for e in k * per..(k + 1) * per {
+                assert_eq!(wf[e], (w0[e] * f) as f32 as f64, "weight {e}");
+            }
+            let want = ((b0[k] - m0[k]) * f + beta0[k]) as f32 as f64;
+            assert_eq!(bf[k], want, "bias {k}");
+        }
+    }
 }

@@ -1248,6 +1248,66 @@ mod tests {
         }
     }
 
+    /// Long-K convolutions (a 1×1 with K = 2048, a 3×3 with K = 288) on positive data, where a
+    /// float32 sum accumulated in one chain loses the most: the default path's error against
+    /// float64 must stay well under that of one fused-multiply-add chain per output (what the
+    /// GEMM gave before it summed K in slices, see `gemm::k_slice`).
+    #[test]
+    fn long_k_conv_error_well_below_one_accumulation_chain() {
+        // (cin, h, w, cout, k, pad, bound on error / chain error)
+        for (cin, h, wd, cout, k, pad, bound) in
+            [(2048, 4, 4, 16, 1, 0, 0.2), (32, 12, 12, 16, 3, 1, 0.6)]
+        {
+            let g = ConvGeometry::new(
+                1,
+                cin,
+                &[h, wd],
+                cout,
+                &[k, k],
+                &[1, 1],
+                &[1, 1],
+                &[pad, pad],
+                &[pad, pad],
+                1,
+            )
+            .expect("valid");
+            let pos = |v: Vec<f32>| v.into_iter().map(f32::abs).collect::<Vec<_>>();
+            let x = pos(rand_vec(g.input_len(), 7));
+            let w = pos(rand_vec(g.weight_len(), 8));
+            let want = conv_ref(&g, &x, &w, None);
+            let pw = PackedConvWeights::new(&g, &w, None).expect("pack");
+            let mut out = vec![0.0; g.output_len()];
+            let mut scratch = vec![0.0; conv_scratch_len(&g, &pw, 1)];
+            with_threads(1, || {
+                conv(&g, &x, &pw, None, Activation::None, &mut out, &mut scratch)
+            })
+            .expect("conv runs");
+            // One FMA chain per output over the same im2col order (c, ky, kx).
+            let kg = g.cin_per_group() * g.kernel_size();
+            let plane = g.out_plane();
+            let mut chain_err = 0.0f64;
+            let mut err = 0.0f64;
+            for co in 0..cout {
+                for j in 0..plane {
+                    let mut col = vec![0.0f32; 1];
+                    let mut acc = 0.0f32;
+                    for r in 0..kg {
+                        im2col_row(&g, &x, r, j, &mut col);
+                        acc = w[co * kg + r].mul_add(col[0], acc);
+                    }
+                    let i = co * plane + j;
+                    let rel = |v: f32| (v as f64 - want[i]).abs() / want[i].abs().max(1e-30);
+                    chain_err = chain_err.max(rel(acc));
+                    err = err.max(rel(out[i]));
+                }
+            }
+            assert!(
+                chain_err > 0.0 && err <= bound * chain_err,
+                "cin {cin} k {k}: error {err:e} vs one chain's {chain_err:e} (bound {bound})"
+            );
+        }
+    }
+
     #[test]
     fn rejects_bad_lengths_and_geometry() {
         assert!(ConvGeometry::new(

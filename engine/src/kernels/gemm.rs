@@ -61,6 +61,7 @@ unsafe impl<T> Sync for SendPtr<T> {}
 /// `threads` is how many rayon workers to spread the product over (1 = the calling thread
 /// only); pass `rayon::current_num_threads()` to use the whole pool the executor runs in.
 /// Results do not depend on `threads` except through float rounding order in the `gemm` crate.
+/// The `gemm` backend sums K in slices (see [`k_slice`]).
 ///
 /// # Panics
 /// If a slice is too short for its dimensions and stride, or a stride is smaller than the row
@@ -124,28 +125,19 @@ pub fn sgemm(
                 gemm::Parallelism::None
             };
             // SAFETY: the asserts above prove every (row, col) the crate touches lies inside
-            // `a`, `b`, `c`; `c` is borrowed mutably so nothing aliases it. dst = alpha·dst +
-            // beta·lhs·rhs with read_dst = accumulate (alpha 1) gives C (+)= A·B.
+            // `a`, `b`, `c`; `c` is borrowed mutably so nothing aliases it.
             unsafe {
-                gemm::gemm(
+                gemm_sliced(
                     m,
                     n,
                     k,
+                    a,
+                    lda,
+                    b,
+                    ldb,
                     c.as_mut_ptr(),
-                    1,
-                    ldc as isize,
+                    ldc,
                     accumulate,
-                    a.as_ptr(),
-                    1,
-                    lda as isize,
-                    b.as_ptr(),
-                    1,
-                    ldb as isize,
-                    1.0f32,
-                    1.0f32,
-                    false,
-                    false,
-                    false,
                     par,
                 )
             }
@@ -392,24 +384,16 @@ pub(crate) unsafe fn sgemm_crate_raw(
     }
     match backend {
         // SAFETY: bounds of a and b asserted above, c's tile valid by the contract.
-        GemmBackend::Gemm => gemm::gemm(
+        GemmBackend::Gemm => gemm_sliced(
             m,
             n,
             k,
+            a,
+            lda,
+            b,
+            ldb,
             c,
-            1,
-            ldc as isize,
-            false,
-            a.as_ptr(),
-            1,
-            lda as isize,
-            b.as_ptr(),
-            1,
-            ldb as isize,
-            0.0f32,
-            1.0f32,
-            false,
-            false,
+            ldc,
             false,
             gemm::Parallelism::None,
         ),
@@ -431,6 +415,94 @@ pub(crate) unsafe fn sgemm_crate_raw(
             1,
         ),
     }
+}
+
+/// `C (+)= A·B` through the `gemm` crate in K slices of [`k_slice`] depth, each slice's
+/// product added into C. The slices and their order depend only on `k`.
+///
+/// # Safety
+/// `c` must be valid for reads and writes of the `m × n` tile at row stride `ldc`, with no
+/// other access during the call; `a`, `b` must hold `m×k` / `k×n` at their strides.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_sliced(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    par: gemm::Parallelism,
+) {
+    debug_assert!(a.len() >= required_len(m, k, lda) && b.len() >= required_len(k, n, ldb));
+    let ks = k_slice(k);
+    let mut k0 = 0;
+    while k0 < k {
+        let kc = ks.min(k - k0);
+        // SAFETY: columns k0..k0+kc of A and rows k0..k0+kc of B lie inside `a` and `b`
+        // (caller's contract), C's tile is valid by the contract. dst = alpha·dst + beta·A·B
+        // with alpha = 1 and read_dst for every slice after the first (or all when
+        // accumulating) gives C (+)= Σ slices.
+        gemm::gemm(
+            m,
+            n,
+            kc,
+            c,
+            1,
+            ldc as isize,
+            accumulate || k0 > 0,
+            a.as_ptr().add(k0),
+            1,
+            lda as isize,
+            b.as_ptr().add(k0 * ldb),
+            1,
+            ldb as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            par,
+        );
+        k0 += kc;
+    }
+}
+
+/// Depth of the K slices the `gemm` backend ([`sgemm`] and the convolutions) cuts a product
+/// into when `k` is at most [`K_SLICE_SPLIT`] (see [`k_slice`]).
+pub const K_SLICE_SHORT: usize = 128;
+/// Slice depth for `k` above [`K_SLICE_SPLIT`].
+pub const K_SLICE_LONG: usize = 256;
+/// Largest `k` sliced at [`K_SLICE_SHORT`].
+pub const K_SLICE_SPLIT: usize = 576;
+
+/// Depth of the equal K slices (all but the last exactly this deep) a `k`-deep product is
+/// computed in, each slice's result added into C.
+///
+/// Why: the `gemm` crate accumulates up to 512 products per output in one register before
+/// adding into C, and a float32 running sum of `k` products gains rounding error roughly in
+/// proportion to `k` (each add rounds at the size of the sum so far). Slicing K into `s`-deep
+/// pieces makes that roughly `k/s + s`. Measured on the full models (docs/correctness.md):
+/// without slicing Inception-v3's error was 2.28× ONNX Runtime's; the early 3×3 convolutions
+/// with K = 288 on 147×147 maps dominate it (their error is amplified by every later layer),
+/// and slicing them at ≤ 128 brought the model to ~1.3×. Deeper slices for long K keep the
+/// calls large: `gemm` loses throughput on shallow calls (measured 1x1 convs with K = 768 and
+/// 2048: 128-deep slices cost 4–9%, 256-deep ones ~0), while short-K slicing cost ≤ 3% on the
+/// Inception-v3 shapes and ~1.5% on the whole model at 1 thread.
+pub fn k_slice(k: usize) -> usize {
+    let target = if k <= K_SLICE_SPLIT {
+        K_SLICE_SHORT
+    } else {
+        K_SLICE_LONG
+    };
+    if k == 0 {
+        return 0;
+    }
+    // Equal slices: no short tail that adds a nearly empty call.
+    k.div_ceil(k.div_ceil(target.min(k)))
 }
 
 /// `y[i] (+)= dot(A[i, ..k], x)` for `i < m` with `y[i]` at `y[i * ldy]`.
@@ -463,7 +535,10 @@ pub fn gemv_rows(
     }
 }
 
-/// `y[..n] (+)= Σ_p x[p] · B[p, ..n]`.
+/// Rows of B per partial sum in [`gemv_cols`].
+pub const GEMV_K_SLICE: usize = 128;
+
+/// `y[..n] (+)= Σ_p x[p] · B[p, ..n]`, summed in partial sums of [`GEMV_K_SLICE`] rows.
 #[allow(clippy::too_many_arguments)]
 pub fn gemv_cols(
     n: usize,
@@ -490,9 +565,19 @@ pub fn gemv_cols(
             if !accumulate {
                 yc.fill(0.0);
             }
-            for (p, &xp) in x[..k].iter().enumerate() {
-                let row = &b[p * ldb + j0..p * ldb + j0 + yc.len()];
-                axpy(level, xp, row, yc);
+            // Partial sums over GEMV_K_SLICE rows, each added into y: a k-long sequential
+            // axpy chain would round at the size of the whole running sum k times (same
+            // reason as `k_slice`; the 2048-deep classifier of Inception/ResNet).
+            let mut part = vec![0.0f32; yc.len()];
+            for p0 in (0..k).step_by(GEMV_K_SLICE) {
+                part.fill(0.0);
+                for (p, &xp) in x[p0..k.min(p0 + GEMV_K_SLICE)].iter().enumerate() {
+                    let row = &b[(p0 + p) * ldb + j0..(p0 + p) * ldb + j0 + yc.len()];
+                    axpy(level, xp, row, &mut part);
+                }
+                for (yv, pv) in yc.iter_mut().zip(&part) {
+                    *yv += pv;
+                }
             }
         });
 }
@@ -840,6 +925,49 @@ mod tests {
                 let want_y: Vec<f32> = a.iter().zip(&b).map(|(x, y)| y + 0.75 * x).collect();
                 assert!(max_abs_diff(&y, &want_y) < 1e-6, "{level:?} n={n}");
             }
+        }
+    }
+
+    /// Both GEMM paths sum long K in slices: on positive data (where one float32 chain loses
+    /// the most) their error against float64 stays well under one chain's, for the crate
+    /// GEMM (m, n > 1) and the GEMV routes (m == 1 is the classifier at batch 1).
+    #[test]
+    fn long_k_error_well_below_one_accumulation_chain() {
+        let k = 2048;
+        for (m, n) in [(8, 24), (1, 40)] {
+            let a: Vec<f32> = rand_vec(m * k, 3).into_iter().map(f32::abs).collect();
+            let b: Vec<f32> = rand_vec(k * n, 4).into_iter().map(f32::abs).collect();
+            let mut c = vec![0.0f32; m * n];
+            sgemm(
+                GemmBackend::Gemm,
+                m,
+                n,
+                k,
+                &a,
+                k,
+                &b,
+                n,
+                &mut c,
+                n,
+                false,
+                1,
+            );
+            let (mut err, mut chain_err) = (0.0f64, 0.0f64);
+            for i in 0..m {
+                for j in 0..n {
+                    let (mut s64, mut s32) = (0.0f64, 0.0f32);
+                    for p in 0..k {
+                        s64 += a[i * k + p] as f64 * b[p * n + j] as f64;
+                        s32 = a[i * k + p].mul_add(b[p * n + j], s32);
+                    }
+                    err = err.max((c[i * n + j] as f64 - s64).abs() / s64);
+                    chain_err = chain_err.max((s32 as f64 - s64).abs() / s64);
+                }
+            }
+            assert!(
+                err <= 0.2 * chain_err,
+                "m {m} n {n}: error {err:e} vs one chain's {chain_err:e}"
+            );
         }
     }
 }
