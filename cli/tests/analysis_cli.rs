@@ -132,7 +132,11 @@ fn measured_receptive_fields_match_the_analytic_ones() {
             // Each axis on its own: Inception's 1×7 / 7×1 factorised convs make the window
             // rectangular. 2-D values (after the global pool) have one position.
             let expected: [u64; 2] = std::array::from_fn(|axis| {
-                let pos = if shape.len() == 4 { shape[2 + axis] / 2 } else { 0 } as u64;
+                let pos = if shape.len() == 4 {
+                    shape[2 + axis] / 2
+                } else {
+                    0
+                } as u64;
                 let off = offset[axis].as_f64().expect("offset");
                 clipped_size(size[axis], stride[axis], off, pos, 32)
             });

@@ -403,6 +403,9 @@ fn input_channel_dispatch<const M: usize, const A: usize>(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
+        /// # Safety
+        /// The CPU must support AVX2 and FMA (the caller checks `level` against run-time
+        /// detection); the body is safe code compiled with those features enabled.
         #[target_feature(enable = "avx2,fma")]
         unsafe fn avx2<const M: usize, const A: usize>(
             bt: &[[f32; A]; A],
@@ -522,6 +525,9 @@ fn output_channel_dispatch<const M: usize, const A: usize>(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
+        /// # Safety
+        /// The CPU must support AVX2 and FMA (the caller checks `level` against run-time
+        /// detection); the body is safe code compiled with those features enabled.
         #[target_feature(enable = "avx2,fma")]
         unsafe fn avx2<const M: usize, const A: usize>(
             at: &[[f32; A]; M],
