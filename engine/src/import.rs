@@ -337,37 +337,13 @@ fn elem_name(e: ElemType) -> String {
 }
 
 /// Converts decoded ONNX tensor data into a [`Tensor`], checking that the element count matches
-/// the dimensions.
+/// the dimensions. Copies the values; [`tensor_from_owned_data`] moves them.
 pub fn tensor_from_data(t: &TensorData) -> Result<Tensor> {
-    let expected = t.dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    if expected != Some(t.values.len()) {
-        return Err(Error::Model(format!(
-            "tensor '{}' has dims {:?} but {} element(s)",
-            t.name,
-            t.dims,
-            t.values.len()
-        )));
-    }
-    let s = IxDyn(&t.dims);
-    let bad = |_| {
-        Error::Model(format!(
-            "tensor '{}': cannot shape {} element(s) as {:?}",
-            t.name,
-            t.values.len(),
-            t.dims
-        ))
-    };
-    Ok(match &t.values {
-        TensorValues::F32(v) => Tensor::F32(ArrayD::from_shape_vec(s, v.clone()).map_err(bad)?),
-        TensorValues::F64(v) => Tensor::F64(ArrayD::from_shape_vec(s, v.clone()).map_err(bad)?),
-        TensorValues::I64(v) => Tensor::I64(ArrayD::from_shape_vec(s, v.clone()).map_err(bad)?),
-        TensorValues::I32(v) => Tensor::I32(ArrayD::from_shape_vec(s, v.clone()).map_err(bad)?),
-        TensorValues::Bool(v) => Tensor::Bool(ArrayD::from_shape_vec(s, v.clone()).map_err(bad)?),
-        TensorValues::U8(v) => Tensor::U8(ArrayD::from_shape_vec(s, v.clone()).map_err(bad)?),
-    })
+    tensor_from_owned_data(t.clone())
 }
 
-/// [`tensor_from_data`] moving the values instead of copying them.
+/// Converts decoded ONNX tensor data into a [`Tensor`] without copying the values, checking
+/// that the element count matches the dimensions.
 pub fn tensor_from_owned_data(t: TensorData) -> Result<Tensor> {
     let expected = t.dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
     if expected != Some(t.values.len()) {
