@@ -611,7 +611,12 @@ fn gemm_conv(
     let kg = cin_g * geom.kernel_size();
     let (in_plane, out_plane) = (geom.in_plane(), geom.out_plane());
     let pointwise_direct = w.algo == ConvAlgo::Pointwise && matches!(w.gemm, ConvGemm::Crate(_));
-    let nb_block = if pointwise_direct {
+    let nb_block = if pointwise_direct && cout_g > out_plane {
+        // Late-stage 1×1 convs (14×14, 7×7 maps): the weights outweigh the input columns, so
+        // threads split the rows (each reads its share of the weights, the parts are balanced
+        // to a panel) instead of all reading every weight for a sliver of columns.
+        out_plane
+    } else if pointwise_direct {
         out_plane.div_ceil(threads).next_multiple_of(NR).max(NR)
     } else {
         column_block(geom)
@@ -1012,6 +1017,20 @@ mod tests {
                 2,
                 vec![1, 200],
                 3,
+                vec![1, 1],
+                vec![1, 1],
+                vec![1, 1],
+                vec![0, 0],
+                vec![0, 0],
+                1,
+            ),
+            // Pointwise with more output channels than pixels (ResNet's 7×7 stages): threads
+            // split the rows, not the columns.
+            (
+                1,
+                96,
+                vec![5, 5],
+                200,
                 vec![1, 1],
                 vec![1, 1],
                 vec![1, 1],
