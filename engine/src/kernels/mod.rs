@@ -20,6 +20,7 @@ pub mod gemm;
 pub mod im2col;
 pub mod packed_gemm;
 pub mod pool;
+mod pool2d;
 pub mod winograd;
 
 pub use conv::{conv, conv_scratch_len, ConvAlgo, ConvGeometry, PackedConvWeights};

@@ -1,10 +1,11 @@
 //! Max / average pooling (N-d, pads, strides, dilations; the caller computes the output dims,
 //! so ceil_mode is just a larger `out_spatial`) and global average / max pooling.
 //!
-//! Parallel over (image, channel) planes. The 2-D path computes, per kernel column, the range
-//! of output x whose input x is inside the image, so the inner loops have no bounds branches
-//! and vectorise for stride 1.
+//! Parallel over (image, channel) planes. 2-D pools take the separable SIMD path in
+//! `pool2d.rs`; other ranks walk every window tap (`pool_plane_nd`, also the reference the
+//! fast path is tested against).
 
+use super::cpu_features::{simd_level, SimdLevel};
 use super::{ensure, KernelError};
 use rayon::prelude::*;
 
@@ -82,6 +83,17 @@ pub fn pool(
     input: &[f32],
     output: &mut [f32],
 ) -> Result<(), KernelError> {
+    pool_with(simd_level(), g, kind, input, output)
+}
+
+/// [`pool`] at a forced SIMD level (clamped to the hardware); tests check every level.
+pub fn pool_with(
+    level: SimdLevel,
+    g: &PoolGeometry,
+    kind: PoolKind,
+    input: &[f32],
+    output: &mut [f32],
+) -> Result<(), KernelError> {
     g.validate()?;
     let (ip, op) = (g.in_plane(), g.out_plane());
     let planes = g.batch * g.channels;
@@ -101,10 +113,7 @@ pub fn pool(
         return Ok(());
     }
     if g.in_spatial.len() == 2 {
-        output
-            .par_chunks_mut(op)
-            .enumerate()
-            .for_each(|(p, out)| pool_plane_2d(g, kind, &input[p * ip..(p + 1) * ip], out));
+        super::pool2d::pool_2d(g, kind, level, input, output);
     } else {
         output
             .par_chunks_mut(op)
@@ -112,109 +121,6 @@ pub fn pool(
             .for_each(|(p, out)| pool_plane_nd(g, kind, &input[p * ip..(p + 1) * ip], out));
     }
     Ok(())
-}
-
-fn pool_plane_2d(g: &PoolGeometry, kind: PoolKind, x: &[f32], out: &mut [f32]) {
-    let (ih, iw) = (g.in_spatial[0], g.in_spatial[1]);
-    let (oh, ow) = (g.out_spatial[0], g.out_spatial[1]);
-    let (kh, kw) = (g.kernel[0], g.kernel[1]);
-    let (sh, sw) = (g.strides[0], g.strides[1]);
-    let (dh, dw) = (g.dilations[0], g.dilations[1]);
-    let (ph, pw) = (g.pads_begin[0], g.pads_begin[1]);
-    let ranges: Vec<(usize, usize, isize)> = (0..kw)
-        .map(|kx| {
-            let off = (kx * dw) as isize - pw as isize;
-            let lo = if off >= 0 {
-                0
-            } else {
-                ((-off) as usize).div_ceil(sw)
-            };
-            let hi = if (iw as isize) <= off {
-                0
-            } else {
-                ((iw as isize - off) as usize).div_ceil(sw)
-            }
-            .min(ow);
-            (lo.min(hi), hi, off)
-        })
-        .collect();
-    let is_max = kind == PoolKind::Max;
-    // Average divisors are separable (valid or padded taps per row × per column): column counts
-    // are computed once per plane instead of counting taps per output value.
-    let count_include_pad = matches!(
-        kind,
-        PoolKind::Avg {
-            count_include_pad: true
-        }
-    );
-    let col_count: Vec<usize> = (0..ow)
-        .map(|ox| {
-            if count_include_pad {
-                padded_count(ox, kw, sw, dw, iw + pw + g.pads_end[1])
-            } else {
-                ranges.iter().filter(|r| r.0 <= ox && ox < r.1).count()
-            }
-        })
-        .collect();
-    for oy in 0..oh {
-        let acc = &mut out[oy * ow..(oy + 1) * ow];
-        acc.fill(if is_max { f32::NEG_INFINITY } else { 0.0 });
-        let mut valid_rows = 0usize;
-        for ky in 0..kh {
-            let iy = (oy * sh + ky * dh) as isize - ph as isize;
-            if iy < 0 || iy >= ih as isize {
-                continue;
-            }
-            valid_rows += 1;
-            let row = &x[iy as usize * iw..(iy as usize + 1) * iw];
-            for &(lo, hi, off) in &ranges {
-                if lo >= hi {
-                    continue;
-                }
-                let start = ((lo * sw) as isize + off) as usize;
-                // Stride 1 zips contiguous slices (vectorises); other strides gather.
-                match (is_max, sw) {
-                    (true, 1) => {
-                        for (a, s) in acc[lo..hi].iter_mut().zip(&row[start..start + hi - lo]) {
-                            *a = a.max(*s);
-                        }
-                    }
-                    (true, _) => {
-                        for (i, a) in acc[lo..hi].iter_mut().enumerate() {
-                            *a = a.max(row[start + i * sw]);
-                        }
-                    }
-                    (false, 1) => {
-                        for (a, s) in acc[lo..hi].iter_mut().zip(&row[start..start + hi - lo]) {
-                            *a += *s;
-                        }
-                    }
-                    (false, _) => {
-                        for (i, a) in acc[lo..hi].iter_mut().enumerate() {
-                            *a += row[start + i * sw];
-                        }
-                    }
-                }
-            }
-        }
-        if !is_max {
-            let rows = if count_include_pad {
-                padded_count(oy, kh, sh, dh, ih + ph + g.pads_end[0])
-            } else {
-                valid_rows
-            };
-            for (a, &cc) in acc.iter_mut().zip(&col_count) {
-                let div = rows * cc;
-                *a = if div == 0 { 0.0 } else { *a / div as f32 };
-            }
-        }
-    }
-}
-
-/// Taps of a window along one axis that lie inside `[0, padded_len)` (input plus both pads).
-#[inline]
-fn padded_count(o: usize, k: usize, s: usize, d: usize, padded_len: usize) -> usize {
-    (0..k).filter(|t| o * s + t * d < padded_len).count()
 }
 
 fn pool_plane_nd(g: &PoolGeometry, kind: PoolKind, x: &[f32], out: &mut [f32]) {
@@ -374,6 +280,67 @@ mod tests {
         }
     }
 
+    const KINDS: [PoolKind; 3] = [
+        PoolKind::Max,
+        PoolKind::Avg {
+            count_include_pad: false,
+        },
+        PoolKind::Avg {
+            count_include_pad: true,
+        },
+    ];
+
+    /// The generic tap walk over every plane (the reference).
+    fn reference(g: &PoolGeometry, kind: PoolKind, x: &[f32]) -> Vec<f32> {
+        let (ip, op) = (g.in_plane(), g.out_plane());
+        let mut want = vec![0.0; g.batch * g.channels * op];
+        for p in 0..g.batch * g.channels {
+            pool_plane_nd(
+                g,
+                kind,
+                &x[p * ip..(p + 1) * ip],
+                &mut want[p * op..(p + 1) * op],
+            );
+        }
+        want
+    }
+
+    /// Checks the 2-D fast path at every SIMD level and 1 and 2 threads against the reference:
+    /// max exactly (it picks an input), averages within float rounding of a different
+    /// summation order; and every level / thread count bit-identical to the scalar 1-thread run.
+    fn check_2d(g: &PoolGeometry, x: &[f32], what: &str) {
+        for kind in KINDS {
+            let want = reference(g, kind, x);
+            let mut first: Option<Vec<f32>> = None;
+            for level in SimdLevel::available() {
+                for threads in [1, 2] {
+                    let mut out = vec![f32::NAN; want.len()];
+                    with_threads(threads, || pool_with(level, g, kind, x, &mut out)).expect("pool");
+                    for (i, (o, w)) in out.iter().zip(&want).enumerate() {
+                        let ok = if w.is_nan() {
+                            o.is_nan()
+                        } else if kind == PoolKind::Max {
+                            o == w
+                        } else {
+                            (o - w).abs() <= 1e-6 * (1.0 + w.abs())
+                        };
+                        assert!(
+                            ok,
+                            "{what} {g:?} {kind:?} {level:?} t{threads} [{i}]: {o} vs {w}"
+                        );
+                    }
+                    match &first {
+                        None => first = Some(out),
+                        Some(f) => assert!(
+                            f.iter().zip(&out).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{what} {g:?} {kind:?} {level:?} t{threads}: not bit-identical"
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn pool_2d_fast_path_matches_generic_walk() {
         let cases = [
@@ -386,42 +353,144 @@ mod tests {
                 &[1, 1],
                 false,
             ),
+            geom(
+                &[147, 147],
+                &[3, 3],
+                &[2, 2],
+                &[1, 1],
+                &[0, 0],
+                &[0, 0],
+                false,
+            ),
+            geom(
+                &[17, 17],
+                &[3, 3],
+                &[2, 2],
+                &[1, 1],
+                &[0, 0],
+                &[0, 0],
+                false,
+            ),
+            geom(
+                &[35, 35],
+                &[3, 3],
+                &[1, 1],
+                &[1, 1],
+                &[1, 1],
+                &[1, 1],
+                false,
+            ),
+            geom(&[8, 8], &[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false),
             geom(&[9, 10], &[3, 2], &[2, 3], &[1, 2], &[1, 0], &[2, 1], true),
             geom(&[7, 7], &[7, 7], &[1, 1], &[1, 1], &[0, 0], &[0, 0], false),
-            geom(&[8, 8], &[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false),
             geom(&[35, 35], &[3, 3], &[2, 2], &[1, 1], &[0, 0], &[0, 0], true),
-            // Stride-1 fast paths with asymmetric pads, dilation and ceil overhang.
             geom(&[9, 11], &[3, 3], &[1, 1], &[1, 1], &[1, 0], &[0, 2], false),
             geom(&[10, 9], &[3, 2], &[1, 1], &[2, 2], &[2, 1], &[1, 1], true),
             geom(&[6, 7], &[5, 5], &[1, 2], &[1, 1], &[2, 2], &[2, 2], true),
+            geom(&[33, 40], &[2, 2], &[2, 2], &[1, 1], &[0, 0], &[0, 0], true),
+            geom(
+                &[20, 41],
+                &[1, 1],
+                &[2, 2],
+                &[1, 1],
+                &[0, 0],
+                &[0, 0],
+                false,
+            ),
+            geom(&[21, 45], &[3, 4], &[3, 3], &[1, 1], &[1, 2], &[1, 2], true),
         ];
         for (i, g) in cases.iter().enumerate() {
             let x = rand_vec(g.batch * g.channels * g.in_plane(), i as u64);
-            for kind in [
-                PoolKind::Max,
-                PoolKind::Avg {
-                    count_include_pad: false,
-                },
-                PoolKind::Avg {
-                    count_include_pad: true,
-                },
-            ] {
-                let mut want = vec![0.0; g.batch * g.channels * g.out_plane()];
-                for p in 0..g.batch * g.channels {
-                    let op = g.out_plane();
-                    pool_plane_nd(
-                        g,
-                        kind,
-                        &x[p * g.in_plane()..(p + 1) * g.in_plane()],
-                        &mut want[p * op..(p + 1) * op],
-                    );
-                }
-                for threads in [1, 2] {
-                    let mut out = vec![f32::NAN; want.len()];
-                    with_threads(threads, || pool(g, kind, &x, &mut out)).expect("pool");
-                    assert!(max_abs_diff(&out, &want) < 1e-6, "case {i} {kind:?}");
+            check_2d(g, &x, &format!("case {i}"));
+        }
+    }
+
+    /// Many small geometries drawn from a fixed sequence: odd sizes, kernels 1–4, strides 1–3,
+    /// dilations 1–2, asymmetric pads (up to the kernel span), floor and ceil mode.
+    #[test]
+    fn pool_2d_random_geometries() {
+        let mut s = 0x2545_F491_4F6C_DD1Du64;
+        let mut pick = |n: usize| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 33) as usize % n
+        };
+        let mut tested = 0;
+        while tested < 150 {
+            let mut dims = [[0usize; 7]; 2];
+            for d in &mut dims {
+                let k = 1 + pick(4);
+                let dil = 1 + pick(2) * pick(2);
+                let span = dil * (k - 1) + 1;
+                *d = [
+                    span + pick(30),
+                    k,
+                    1 + pick(3),
+                    dil,
+                    pick(span),
+                    pick(span),
+                    pick(2),
+                ];
+            }
+            let [h, w] = dims;
+            let g = geom(
+                &[h[0], w[0]],
+                &[h[1], w[1]],
+                &[h[2], w[2]],
+                &[h[3], w[3]],
+                &[h[4], w[4]],
+                &[h[5], w[5]],
+                h[6] == 1,
+            );
+            if g.validate().is_err() {
+                continue;
+            }
+            let x = rand_vec(g.batch * g.channels * g.in_plane(), tested);
+            check_2d(&g, &x, &format!("random {tested}"));
+            tested += 1;
+        }
+    }
+
+    /// Max pooling skips NaN inputs (an all-NaN window gives -inf) at every level, as the
+    /// reference does; averages see the NaN.
+    #[test]
+    fn pool_2d_nan_inputs() {
+        for g in [
+            geom(&[13, 21], &[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], true),
+            geom(
+                &[12, 19],
+                &[3, 3],
+                &[1, 1],
+                &[1, 1],
+                &[1, 1],
+                &[1, 1],
+                false,
+            ),
+            geom(
+                &[19, 33],
+                &[2, 3],
+                &[1, 2],
+                &[1, 1],
+                &[0, 0],
+                &[0, 0],
+                false,
+            ),
+        ] {
+            let mut x = rand_vec(g.batch * g.channels * g.in_plane(), 7);
+            for (i, v) in x.iter_mut().enumerate() {
+                if i % 7 == 3 || i % 11 == 0 {
+                    *v = f32::NAN;
                 }
             }
+            // The first plane is all NaN.
+            x[..g.in_plane()].fill(f32::NAN);
+            let want = reference(&g, PoolKind::Max, &x);
+            assert!(want[..g.out_plane()]
+                .iter()
+                .all(|v| *v == f32::NEG_INFINITY));
+            assert!(want.iter().all(|v| !v.is_nan()));
+            check_2d(&g, &x, "nan");
         }
     }
 

@@ -1,0 +1,557 @@
+//! Separable 2-D max / average pooling (NCHW), the fast path of [`super::pool::pool`].
+//!
+//! A window reduction over `kh × kw` taps is done in two passes per `(n, c)` plane:
+//! 1. horizontal: every input row `iy` is reduced over the `kw` column taps into a row `h[iy]`
+//!    of `ow` values (`h[iy][ox] = ⊕_kx x[iy][ox·sw + kx·dw − pw]`);
+//! 2. vertical: every output row is reduced over the valid `h` rows of its window
+//!    (`y[oy][ox] = ⊕_ky h[oy·sh + ky·dh − ph][ox]`), then divided for averages.
+//!
+//! That is `kw + kh` operations per output instead of `kw · kh`, and both passes are plain
+//! stripes over the output width, which AVX2 does 8 at a time (stride 1: shifted unaligned
+//! loads; stride 2: two loads deinterleaved with one shuffle, the lane order fixed once per
+//! block). `h` rows are computed when the first window needs them into a ring of
+//! `(kh − 1)·dh + 1` rows, so they are still in L1 when the vertical pass reads them.
+//!
+//! Padding: a row that needs padded columns is first copied into a buffer whose pad cells hold
+//! the neutral value (`-inf` for max, `0` for sums), so no tap needs a bounds check; rows of an
+//! unpadded pool whose windows all fit are read in place. Padded rows are skipped (neutral).
+//!
+//! Semantics match the generic walk in `pool.rs`: max ignores NaN inputs (`x > acc ? x : acc`
+//! from `acc = -inf`, the `maxps` rule), so an all-NaN window gives `-inf`; averages divide
+//! by (valid or padded rows) × (valid or padded columns), 0 when that is 0. Sums are taken in
+//! a fixed order per output (columns of one row, then rows), identical at every SIMD level
+//! and thread count.
+
+use super::cpu_features::{detected_simd_level, SimdLevel};
+use super::pool::{PoolGeometry, PoolKind};
+use rayon::prelude::*;
+
+/// The input rows of one output row's window.
+#[derive(Debug, Clone, Copy)]
+struct RowWin {
+    /// `max(y0, 0)` for the window's first tap row `y0`: windows only move down, so rows above
+    /// it are never needed again (with dilation the first *valid* row can move up by a phase).
+    start: usize,
+    /// First valid input row.
+    first: usize,
+    /// Valid rows, `dh` apart (0: the window is all padding).
+    n: usize,
+    /// Average divisor factor: valid (or padded, with `count_include_pad`) rows; 0 → 1.
+    div: f32,
+}
+
+/// Everything about a 2-D pool that does not depend on the plane.
+struct Plan {
+    ih: usize,
+    iw: usize,
+    oh: usize,
+    ow: usize,
+    kw: usize,
+    sw: usize,
+    dh: usize,
+    dw: usize,
+    pw: usize,
+    is_max: bool,
+    /// Length of an `h` row: `ow` rounded up to a multiple of 8 (whole SIMD blocks).
+    hs: usize,
+    /// The ring holds `ring_mask + 1` rows (a power of two ≥ the window's span
+    /// `(kh − 1)·dh + 1`); row `iy` lives in slot `iy & ring_mask`.
+    ring_mask: usize,
+    /// Rows are read in place (no left pad, every window fits, `ow ≥ 8` for whole blocks);
+    /// otherwise they are copied into a padded row of `plen` values first.
+    direct: bool,
+    plen: usize,
+    /// Average column divisor factor per output column (`hs` long, 0 replaced by 1: such a
+    /// column's sum is exactly 0, and 0/1 gives the reference's 0).
+    col_div: Vec<f32>,
+    wins: Vec<RowWin>,
+    level: SimdLevel,
+}
+
+impl Plan {
+    fn new(g: &PoolGeometry, kind: PoolKind, level: SimdLevel) -> Plan {
+        let (ih, iw) = (g.in_spatial[0], g.in_spatial[1]);
+        let (oh, ow) = (g.out_spatial[0], g.out_spatial[1]);
+        let (kh, kw) = (g.kernel[0], g.kernel[1]);
+        let (sh, sw) = (g.strides[0], g.strides[1]);
+        let (dh, dw) = (g.dilations[0], g.dilations[1]);
+        let (ph, pw) = (g.pads_begin[0], g.pads_begin[1]);
+        let is_max = kind == PoolKind::Max;
+        let count_include_pad = matches!(
+            kind,
+            PoolKind::Avg {
+                count_include_pad: true
+            }
+        );
+        let hs = ow.div_ceil(8) * 8;
+        // One past the last source index a row of `n` outputs reads.
+        let reach = |n: usize| (n - 1) * sw + (kw - 1) * dw + 1;
+        let direct = pw == 0 && ow >= 8 && reach(ow) <= iw;
+        let plen = (pw + iw).max(reach(hs));
+        let padded_w = iw + pw + g.pads_end[1];
+        let col_div = (0..hs)
+            .map(|ox| {
+                let c = if ox >= ow {
+                    1
+                } else if count_include_pad {
+                    padded_count(ox, kw, sw, dw, padded_w)
+                } else {
+                    valid_count(ox, kw, sw, dw, pw, iw)
+                };
+                c.max(1) as f32
+            })
+            .collect();
+        let padded_h = ih + ph + g.pads_end[0];
+        let wins = (0..oh)
+            .map(|oy| {
+                // Window rows: iy = y0 + ky·dh for ky in [ky_lo, ky_hi).
+                let y0 = (oy * sh) as isize - ph as isize;
+                let ky_lo = if y0 >= 0 {
+                    0
+                } else {
+                    ((-y0) as usize).div_ceil(dh)
+                };
+                let ky_hi = if y0 >= ih as isize {
+                    0
+                } else {
+                    ((ih as isize - y0) as usize).div_ceil(dh).min(kh)
+                };
+                let n = ky_hi.saturating_sub(ky_lo);
+                let rows = if count_include_pad {
+                    padded_count(oy, kh, sh, dh, padded_h)
+                } else {
+                    n
+                };
+                RowWin {
+                    start: y0.max(0) as usize,
+                    first: (y0 + (ky_lo * dh) as isize).max(0) as usize,
+                    n,
+                    div: rows.max(1) as f32,
+                }
+            })
+            .collect();
+        Plan {
+            ih,
+            iw,
+            oh,
+            ow,
+            kw,
+            sw,
+            dh,
+            dw,
+            pw,
+            is_max,
+            hs,
+            ring_mask: ((kh - 1) * dh + 1).next_power_of_two() - 1,
+            direct,
+            plen,
+            col_div,
+            wins,
+            level,
+        }
+    }
+
+    fn neutral(&self) -> f32 {
+        if self.is_max {
+            f32::NEG_INFINITY
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Taps of a window along one axis inside `[0, padded_len)` (input plus both pads).
+fn padded_count(o: usize, k: usize, s: usize, d: usize, padded_len: usize) -> usize {
+    (0..k).filter(|t| o * s + t * d < padded_len).count()
+}
+
+/// Taps of a window along one axis inside the input `[pad, pad + len)` of the padded axis.
+fn valid_count(o: usize, k: usize, s: usize, d: usize, pad: usize, len: usize) -> usize {
+    (0..k)
+        .filter(|t| {
+            let p = o * s + t * d;
+            p >= pad && p < pad + len
+        })
+        .count()
+}
+
+/// Per-task scratch: the padded row, the ring of `h` rows and one window's ring offsets.
+struct Scratch {
+    prow: Vec<f32>,
+    ring: Vec<f32>,
+    /// Window row starts in the ring (SIMD path, windows of more than 3 rows).
+    rows: Vec<*const f32>,
+}
+
+impl Scratch {
+    fn new(p: &Plan) -> Scratch {
+        Scratch {
+            // Pad cells hold the neutral value for good; only the input part is rewritten.
+            prow: vec![p.neutral(); if p.direct { 0 } else { p.plen }],
+            ring: vec![0.0; (p.ring_mask + 1) * p.hs],
+            rows: Vec::new(),
+        }
+    }
+}
+
+/// Pools every `(n, c)` plane of `input` into `output` (geometry already validated, 2 spatial
+/// dims, lengths checked by the caller). `level` is clamped to the hardware.
+pub(super) fn pool_2d(
+    g: &PoolGeometry,
+    kind: PoolKind,
+    level: SimdLevel,
+    input: &[f32],
+    output: &mut [f32],
+) {
+    let p = Plan::new(g, kind, level.min(detected_simd_level()));
+    let (ip, op) = (p.ih * p.iw, p.oh * p.ow);
+    if op == 0 {
+        return;
+    }
+    // Enough planes per task that scratch setup and task hand-off are small next to the work;
+    // the split never changes a plane's result.
+    let per_task = (8192 / op).max(1);
+    output
+        .par_chunks_mut(op * per_task)
+        .enumerate()
+        .for_each(|(t, outs)| {
+            let mut s = Scratch::new(&p);
+            let x = &input[t * per_task * ip..];
+            for (i, out) in outs.chunks_exact_mut(op).enumerate() {
+                plane_2d(&p, &x[i * ip..(i + 1) * ip], out, &mut s);
+            }
+        });
+}
+
+fn plane_2d(p: &Plan, x: &[f32], out: &mut [f32], s: &mut Scratch) {
+    #[cfg(target_arch = "x86_64")]
+    if p.level >= SimdLevel::Avx2 && (p.sw == 1 || p.sw == 2) {
+        // SAFETY: AVX2 and FMA are present (the level is clamped to the detected one).
+        unsafe { avx2::plane(p, x, out, s) };
+        return;
+    }
+    if p.is_max {
+        plane_scalar::<true>(p, x, out, s);
+    } else {
+        plane_scalar::<false>(p, x, out, s);
+    }
+}
+
+/// `x > acc ? x : acc`: the `maxps` rule, which skips a NaN `x` (and keeps `acc`).
+#[inline(always)]
+fn max_keep(x: f32, acc: f32) -> f32 {
+    if x > acc {
+        x
+    } else {
+        acc
+    }
+}
+
+fn plane_scalar<const MAX: bool>(p: &Plan, x: &[f32], out: &mut [f32], s: &mut Scratch) {
+    let h = |src: &[f32], n: usize, dst: &mut [f32]| {
+        for (o, d) in dst[..n].iter_mut().enumerate() {
+            let taps = (0..p.kw).map(|k| src[o * p.sw + k * p.dw]);
+            *d = if MAX {
+                taps.fold(f32::NEG_INFINITY, |a, v| max_keep(v, a))
+            } else {
+                taps.reduce(|a, v| a + v).unwrap_or(0.0)
+            };
+        }
+    };
+    let hs = p.hs;
+    let mut next = 0usize;
+    for (w, orow) in p.wins.iter().zip(out.chunks_exact_mut(p.ow)) {
+        if w.n == 0 {
+            orow.fill(p.neutral());
+            continue;
+        }
+        let last = w.first + (w.n - 1) * p.dh;
+        next = next.max(w.start);
+        while next <= last {
+            let slot = next & p.ring_mask;
+            let row = &x[next * p.iw..(next + 1) * p.iw];
+            let dst = &mut s.ring[slot * hs..(slot + 1) * hs];
+            if p.direct {
+                h(row, p.ow, dst);
+            } else {
+                s.prow[p.pw..p.pw + p.iw].copy_from_slice(row);
+                h(&s.prow, hs, dst);
+            }
+            next += 1;
+        }
+        let ring = &s.ring;
+        for (o, y) in orow.iter_mut().enumerate() {
+            // h rows hold no NaN, so starting from the first row is the same as from -inf.
+            let vals = (0..w.n).map(|j| ring[((w.first + j * p.dh) & p.ring_mask) * hs + o]);
+            *y = if MAX {
+                vals.reduce(|a, v| max_keep(v, a))
+                    .unwrap_or(f32::NEG_INFINITY)
+            } else {
+                vals.reduce(|a, v| a + v).unwrap_or(0.0) / (w.div * p.col_div[o])
+            };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Plan, Scratch};
+    use std::arch::x86_64::*;
+
+    /// AVX2 plane: picks the stride (1 or 2) and a 3-tap unrolled or any-width row pass.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `p.sw` is 1 or 2.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn plane(p: &Plan, x: &[f32], out: &mut [f32], s: &mut Scratch) {
+        match (p.is_max, p.sw == 1, p.kw == 3) {
+            (true, true, true) => walk::<true, 1, 3>(p, x, out, s),
+            (true, true, false) => walk::<true, 1, 0>(p, x, out, s),
+            (true, false, true) => walk::<true, 2, 3>(p, x, out, s),
+            (true, false, false) => walk::<true, 2, 0>(p, x, out, s),
+            (false, true, true) => walk::<false, 1, 3>(p, x, out, s),
+            (false, true, false) => walk::<false, 1, 0>(p, x, out, s),
+            (false, false, true) => walk::<false, 2, 3>(p, x, out, s),
+            (false, false, false) => walk::<false, 2, 0>(p, x, out, s),
+        }
+    }
+
+    /// The row walk of `super::plane_scalar` with 8-wide passes. `S` is the column stride,
+    /// `K` the kernel width when fixed at compile time (0: `p.kw`).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `p.sw == S`, and `p.kw == K` unless `K == 0`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn walk<const MAX: bool, const S: usize, const K: usize>(
+        p: &Plan,
+        x: &[f32],
+        out: &mut [f32],
+        s: &mut Scratch,
+    ) {
+        let hs = p.hs;
+        let kw = if K == 0 { p.kw } else { K };
+        let reach = |n: usize| (n - 1) * S + (kw - 1) * p.dw + 1;
+        // The bounds every raw access below relies on, checked once per plane.
+        assert!(p.sw == S && kw == p.kw && hs >= 8 && hs >= p.ow && hs.is_multiple_of(8));
+        assert!(x.len() == p.ih * p.iw && out.len() == p.oh * p.ow);
+        assert!(s.ring.len() == (p.ring_mask + 1) * hs && p.col_div.len() == hs);
+        if p.direct {
+            assert!(p.ow >= 8 && reach(p.ow) <= p.iw);
+        } else {
+            assert!(s.prow.len() >= reach(hs) && s.prow.len() >= p.pw + p.iw);
+        }
+        let mut next = 0usize;
+        for (w, orow) in p.wins.iter().zip(out.chunks_exact_mut(p.ow)) {
+            if w.n == 0 {
+                orow.fill(p.neutral());
+                continue;
+            }
+            let last = w.first + (w.n - 1) * p.dh;
+            next = next.max(w.start);
+            while next <= last {
+                let row = &x[next * p.iw..(next + 1) * p.iw];
+                let dst = s.ring[(next & p.ring_mask) * hs..].as_mut_ptr();
+                if p.direct {
+                    // SAFETY: `row` holds iw ≥ reach(ow) values, `dst` hs ≥ ow (asserted).
+                    hrow::<MAX, S, K>(row.as_ptr(), p.ow, kw, p.dw, dst);
+                } else {
+                    let prow = s.prow.as_mut_ptr();
+                    // SAFETY: prow holds ≥ pw + iw values, `row` iw (asserted).
+                    copy_row(row.as_ptr(), p.iw, prow.add(p.pw));
+                    // SAFETY: prow holds ≥ reach(hs) values, `dst` hs (asserted).
+                    hrow::<MAX, S, K>(prow, hs, kw, p.dw, dst);
+                }
+                next += 1;
+            }
+            // Ring offsets of the window's rows: each a ring row start (slot ≤ ring_mask), so
+            // it and the following hs ≥ max(ow, 8) values are in the ring.
+            let off = |j: usize| ((w.first + j * p.dh) & p.ring_mask) * hs;
+            let rp = s.ring.as_ptr();
+            let (cd, op) = (p.col_div.as_ptr(), orow.as_mut_ptr());
+            // SAFETY (all arms): ring rows as above; col_div holds hs values; `orow` ow.
+            match w.n {
+                1 => vrow::<MAX, 1>([rp.add(off(0))], cd, w.div, op, p.ow),
+                2 => vrow::<MAX, 2>([rp.add(off(0)), rp.add(off(1))], cd, w.div, op, p.ow),
+                3 => vrow::<MAX, 3>(
+                    [rp.add(off(0)), rp.add(off(1)), rp.add(off(2))],
+                    cd,
+                    w.div,
+                    op,
+                    p.ow,
+                ),
+                _ => {
+                    s.rows.clear();
+                    s.rows.extend((0..w.n).map(|j| rp.add(off(j))));
+                    vrow_any::<MAX>(&s.rows, cd, w.div, op, p.ow);
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn combine<const MAX: bool>(v: __m256, acc: __m256) -> __m256 {
+        if MAX {
+            // maxps returns its second operand when either is NaN: a NaN `v` is skipped.
+            _mm256_max_ps(v, acc)
+        } else {
+            _mm256_add_ps(acc, v)
+        }
+    }
+
+    /// Tap values `q[0], q[2], .., q[14]` of 8 stride-2 outputs, with the 64-bit pairs in the
+    /// order 0, 2, 1, 3 (fixed by [`unshuffle`] after reducing: lane-wise ops commute with it).
+    ///
+    /// # Safety
+    /// `q[0..15]` must be readable.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn even_taps(q: *const f32) -> __m256 {
+        let lo = _mm256_loadu_ps(q);
+        let hi = _mm256_loadu_ps(q.add(7));
+        // Per 128-bit lane: [lo0, lo2, hi1, hi3] = q[0, 2, 8, 10] and q[4, 6, 12, 14].
+        _mm256_shuffle_ps::<0b11_01_10_00>(lo, hi)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn unshuffle(v: __m256) -> __m256 {
+        _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
+    }
+
+    /// `dst[o] = ⊕_k src[o·S + k·dw]` for `o < n`, 8 at a time (the last block overlaps the
+    /// previous one when `n` is not a multiple of 8: it recomputes the same values).
+    ///
+    /// # Safety
+    /// `n ≥ 8`; `src[..(n−1)·S + (kw−1)·dw + 1]` readable, `dst[..n]` writable.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn hrow<const MAX: bool, const S: usize, const K: usize>(
+        src: *const f32,
+        n: usize,
+        kw: usize,
+        dw: usize,
+        dst: *mut f32,
+    ) {
+        let kw = if K == 0 { kw } else { K };
+        let mut o = 0;
+        while o < n {
+            let b = o.min(n - 8);
+            let acc = if S == 1 {
+                // Reads src[b + k·dw ..+8] ≤ (n−8) + (kw−1)·dw + 8: in bounds.
+                let mut acc = _mm256_loadu_ps(src.add(b));
+                if MAX {
+                    acc = _mm256_max_ps(acc, _mm256_set1_ps(f32::NEG_INFINITY));
+                }
+                for k in 1..kw {
+                    acc = combine::<MAX>(_mm256_loadu_ps(src.add(b + k * dw)), acc);
+                }
+                acc
+            } else {
+                // Reads src[2b + k·dw ..+15] ≤ 2(n−8) + (kw−1)·dw + 15
+                // = 2(n−1) + (kw−1)·dw + 1: in bounds.
+                let mut acc = even_taps(src.add(2 * b));
+                if MAX {
+                    acc = _mm256_max_ps(acc, _mm256_set1_ps(f32::NEG_INFINITY));
+                }
+                for k in 1..kw {
+                    acc = combine::<MAX>(even_taps(src.add(2 * b + k * dw)), acc);
+                }
+                unshuffle(acc)
+            };
+            _mm256_storeu_ps(dst.add(b), acc);
+            o += 8;
+        }
+    }
+
+    /// Copies `n` floats `src → dst` (8 at a time when `n ≥ 8`).
+    ///
+    /// # Safety
+    /// `src[..n]` readable, `dst[..n]` writable, not overlapping.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn copy_row(src: *const f32, n: usize, dst: *mut f32) {
+        if n < 8 {
+            std::ptr::copy_nonoverlapping(src, dst, n);
+            return;
+        }
+        let mut o = 0;
+        while o < n {
+            let b = o.min(n - 8);
+            _mm256_storeu_ps(dst.add(b), _mm256_loadu_ps(src.add(b)));
+            o += 8;
+        }
+    }
+
+    /// One 8-wide block of the vertical pass at column `b`: `⊕_j rows[j][b..b + 8]`, divided
+    /// by `div · col_div[b..b + 8]` for averages.
+    ///
+    /// # Safety
+    /// `rows` not empty, each `rows[j][b..b + 8]` and `col_div[b..b + 8]` readable.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn vblock<const MAX: bool>(
+        rows: &[*const f32],
+        col_div: *const f32,
+        div: __m256,
+        b: usize,
+    ) -> __m256 {
+        // h rows hold no NaN, so starting from the first row equals starting from -inf.
+        let mut acc = _mm256_loadu_ps(rows[0].add(b));
+        for r in &rows[1..] {
+            acc = combine::<MAX>(_mm256_loadu_ps(r.add(b)), acc);
+        }
+        if !MAX {
+            acc = _mm256_div_ps(acc, _mm256_mul_ps(div, _mm256_loadu_ps(col_div.add(b))));
+        }
+        acc
+    }
+
+    /// `out[o] = ⊕_j rows[j][o]` for `o < n`, divided by `div · col_div[o]` for averages:
+    /// `N` rows, fixed at compile time so the row loop unrolls.
+    ///
+    /// # Safety
+    /// `N ≥ 1`; every `rows[j][..max(n, 8)]` and `col_div[..max(n, 8)]` readable, `out[..n]`
+    /// writable.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn vrow<const MAX: bool, const N: usize>(
+        rows: [*const f32; N],
+        col_div: *const f32,
+        div: f32,
+        out: *mut f32,
+        n: usize,
+    ) {
+        vrow_any::<MAX>(&rows, col_div, div, out, n);
+    }
+
+    /// [`vrow`] for any number of rows.
+    ///
+    /// # Safety
+    /// As [`vrow`].
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn vrow_any<const MAX: bool>(
+        rows: &[*const f32],
+        col_div: *const f32,
+        div: f32,
+        out: *mut f32,
+        n: usize,
+    ) {
+        let divv = _mm256_set1_ps(div);
+        if n < 8 {
+            let mut tmp = [0.0f32; 8];
+            _mm256_storeu_ps(tmp.as_mut_ptr(), vblock::<MAX>(rows, col_div, divv, 0));
+            for (i, t) in tmp[..n].iter().enumerate() {
+                *out.add(i) = *t;
+            }
+            return;
+        }
+        let mut o = 0;
+        while o < n {
+            let b = o.min(n - 8);
+            _mm256_storeu_ps(out.add(b), vblock::<MAX>(rows, col_div, divv, b));
+            o += 8;
+        }
+    }
+}
