@@ -46,6 +46,7 @@ struct Plan {
     iw: usize,
     oh: usize,
     ow: usize,
+    kh: usize,
     kw: usize,
     sw: usize,
     dh: usize,
@@ -65,8 +66,28 @@ struct Plan {
     /// column's sum is exactly 0, and 0/1 gives the reference's 0).
     col_div: Vec<f32>,
     wins: Vec<RowWin>,
+    /// Tables of the flat path, when it applies (SIMD levels only).
+    flat: Option<Flat>,
     level: SimdLevel,
 }
+
+/// The flat path: a stride-1 pool whose output plane has the input's shape (pads sum to the
+/// window span on both axes, e.g. 3×3 pad 1) over a small plane treats the whole plane as one
+/// stripe of `ih·iw` values, so there is no per-row loop overhead (which dominates for
+/// 8×8–35×35 planes). Row-pass taps that would cross a row border are masked to the neutral
+/// value; the column pass reads an `h` plane framed by neutral rows.
+struct Flat {
+    /// Per column tap: flat offset `k·dw − pw`, and when some columns see that tap outside
+    /// their row, a blend mask per plane position (all bits set where inside).
+    taps: Vec<(isize, Option<Vec<f32>>)>,
+    /// Average divisor per plane position (row factor × column factor); empty for max.
+    div: Vec<f32>,
+    /// Neutral rows above the `h` plane (`ph`); the frame has `(kh − 1)·dh` rows in all.
+    top: usize,
+}
+
+/// Planes up to this many values take the flat path (its tables are `kw + 1` planes).
+const FLAT_MAX_PLANE: usize = 16384;
 
 impl Plan {
     fn new(g: &PoolGeometry, kind: PoolKind, level: SimdLevel) -> Plan {
@@ -89,7 +110,7 @@ impl Plan {
         let direct = pw == 0 && ow >= 8 && reach(ow) <= iw;
         let plen = (pw + iw).max(reach(hs));
         let padded_w = iw + pw + g.pads_end[1];
-        let col_div = (0..hs)
+        let col_div: Vec<f32> = (0..hs)
             .map(|ox| {
                 let c = if ox >= ow {
                     1
@@ -102,7 +123,7 @@ impl Plan {
             })
             .collect();
         let padded_h = ih + ph + g.pads_end[0];
-        let wins = (0..oh)
+        let wins: Vec<RowWin> = (0..oh)
             .map(|oy| {
                 // Window rows: iy = y0 + ky·dh for ky in [ky_lo, ky_hi).
                 let y0 = (oy * sh) as isize - ph as isize;
@@ -130,11 +151,48 @@ impl Plan {
                 }
             })
             .collect();
+        let plane = ih * iw;
+        let flat = (level >= SimdLevel::Avx2
+            && sh == 1
+            && sw == 1
+            && (oh, ow) == (ih, iw)
+            && ph + g.pads_end[0] == (kh - 1) * dh
+            && pw + g.pads_end[1] == (kw - 1) * dw
+            && (8..=FLAT_MAX_PLANE).contains(&plane))
+        .then(|| {
+            let taps = (0..kw)
+                .map(|k| {
+                    let off = (k * dw) as isize - pw as isize;
+                    let inside = |col: usize| (0..iw as isize).contains(&(col as isize + off));
+                    let mask = (!(0..iw).all(inside)).then(|| {
+                        (0..plane)
+                            .map(|i| {
+                                if inside(i % iw) {
+                                    f32::from_bits(u32::MAX)
+                                } else {
+                                    0.0
+                                }
+                            })
+                            .collect()
+                    });
+                    (off, mask)
+                })
+                .collect();
+            let div = if is_max {
+                Vec::new()
+            } else {
+                (0..plane)
+                    .map(|i| wins[i / iw].div * col_div[i % iw])
+                    .collect()
+            };
+            Flat { taps, div, top: ph }
+        });
         Plan {
             ih,
             iw,
             oh,
             ow,
+            kh,
             kw,
             sw,
             dh,
@@ -147,6 +205,7 @@ impl Plan {
             plen,
             col_div,
             wins,
+            flat,
             level,
         }
     }
@@ -178,6 +237,8 @@ fn valid_count(o: usize, k: usize, s: usize, d: usize, pad: usize, len: usize) -
 /// Per-task scratch: the padded row, the ring of `h` rows and one window's ring offsets.
 struct Scratch {
     prow: Vec<f32>,
+    /// The flat path's `h` plane, framed by `(kh − 1)·dh` neutral rows.
+    hplane: Vec<f32>,
     ring: Vec<f32>,
     /// Window row starts in the ring (SIMD path, windows of more than 3 rows).
     rows: Vec<*const f32>,
@@ -189,6 +250,10 @@ impl Scratch {
             // Pad cells hold the neutral value for good; only the input part is rewritten.
             prow: vec![p.neutral(); if p.direct { 0 } else { p.plen }],
             ring: vec![0.0; (p.ring_mask + 1) * p.hs],
+            hplane: match p.flat {
+                Some(_) => vec![p.neutral(); (p.ih + (p.kh - 1) * p.dh) * p.iw],
+                None => Vec::new(),
+            },
             rows: Vec::new(),
         }
     }
@@ -295,7 +360,7 @@ fn plane_scalar<const MAX: bool>(p: &Plan, x: &[f32], out: &mut [f32], s: &mut S
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Plan, Scratch};
+    use super::{Flat, Plan, Scratch};
     use std::arch::x86_64::*;
 
     /// AVX2 plane: picks the stride (1 or 2) and a 3-tap unrolled or any-width row pass.
@@ -304,6 +369,28 @@ mod avx2 {
     /// The CPU must support AVX2 and FMA; `p.sw` is 1 or 2.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn plane(p: &Plan, x: &[f32], out: &mut [f32], s: &mut Scratch) {
+        if let Some(f) = &p.flat {
+            match (p.is_max, p.kw == 3 && p.kh == 3) {
+                (true, true) => flat::<true, 3>(p, f, x, out, &mut s.hplane),
+                (true, false) => flat::<true, 0>(p, f, x, out, &mut s.hplane),
+                (false, true) => flat::<false, 3>(p, f, x, out, &mut s.hplane),
+                (false, false) => flat::<false, 0>(p, f, x, out, &mut s.hplane),
+            }
+            return;
+        }
+        if p.direct {
+            match (p.is_max, p.sw == 1, p.kw == 3) {
+                (true, true, true) => fused::<true, 1, 3>(p, x, out),
+                (true, true, false) => fused::<true, 1, 0>(p, x, out),
+                (true, false, true) => fused::<true, 2, 3>(p, x, out),
+                (true, false, false) => fused::<true, 2, 0>(p, x, out),
+                (false, true, true) => fused::<false, 1, 3>(p, x, out),
+                (false, true, false) => fused::<false, 1, 0>(p, x, out),
+                (false, false, true) => fused::<false, 2, 3>(p, x, out),
+                (false, false, false) => fused::<false, 2, 0>(p, x, out),
+            }
+            return;
+        }
         match (p.is_max, p.sw == 1, p.kw == 3) {
             (true, true, true) => walk::<true, 1, 3>(p, x, out, s),
             (true, true, false) => walk::<true, 1, 0>(p, x, out, s),
@@ -419,6 +506,39 @@ mod avx2 {
         _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
     }
 
+    /// Row-pass block at output column `b`: `⊕_k src[(b + l)·S + k·dw]` for lanes `l < 8`; for
+    /// `S == 2` in the lane order of [`even_taps`] (to be [`unshuffle`]d).
+    ///
+    /// # Safety
+    /// `src[b·S ..= (b + 7)·S + (kw−1)·dw]` readable (for `S == 2`: also one more value,
+    /// `even_taps` reads 15).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn htaps<const MAX: bool, const S: usize, const K: usize>(
+        src: *const f32,
+        b: usize,
+        kw: usize,
+        dw: usize,
+    ) -> __m256 {
+        let kw = if K == 0 { kw } else { K };
+        let load = |k: usize| {
+            if S == 1 {
+                _mm256_loadu_ps(src.add(b + k * dw))
+            } else {
+                even_taps(src.add(2 * b + k * dw))
+            }
+        };
+        let mut acc = load(0);
+        if MAX {
+            // From -inf, so that a NaN first tap is skipped like any other.
+            acc = _mm256_max_ps(acc, _mm256_set1_ps(f32::NEG_INFINITY));
+        }
+        for k in 1..kw {
+            acc = combine::<MAX>(load(k), acc);
+        }
+        acc
+    }
+
     /// `dst[o] = ⊕_k src[o·S + k·dw]` for `o < n`, 8 at a time (the last block overlaps the
     /// previous one when `n` is not a multiple of 8: it recomputes the same values).
     ///
@@ -433,33 +553,174 @@ mod avx2 {
         dw: usize,
         dst: *mut f32,
     ) {
-        let kw = if K == 0 { kw } else { K };
         let mut o = 0;
         while o < n {
             let b = o.min(n - 8);
-            let acc = if S == 1 {
-                // Reads src[b + k·dw ..+8] ≤ (n−8) + (kw−1)·dw + 8: in bounds.
-                let mut acc = _mm256_loadu_ps(src.add(b));
-                if MAX {
-                    acc = _mm256_max_ps(acc, _mm256_set1_ps(f32::NEG_INFINITY));
-                }
-                for k in 1..kw {
-                    acc = combine::<MAX>(_mm256_loadu_ps(src.add(b + k * dw)), acc);
-                }
-                acc
-            } else {
-                // Reads src[2b + k·dw ..+15] ≤ 2(n−8) + (kw−1)·dw + 15
-                // = 2(n−1) + (kw−1)·dw + 1: in bounds.
-                let mut acc = even_taps(src.add(2 * b));
-                if MAX {
-                    acc = _mm256_max_ps(acc, _mm256_set1_ps(f32::NEG_INFINITY));
-                }
-                for k in 1..kw {
-                    acc = combine::<MAX>(even_taps(src.add(2 * b + k * dw)), acc);
-                }
-                unshuffle(acc)
-            };
+            // Reads up to (b + 7)·S + (kw−1)·dw (+1 for S = 2, at most 2(n−1) + (kw−1)·dw + 1
+            // since b ≤ n − 8): in bounds.
+            let mut acc = htaps::<MAX, S, K>(src, b, kw, dw);
+            if S == 2 {
+                acc = unshuffle(acc);
+            }
             _mm256_storeu_ps(dst.add(b), acc);
+            o += 8;
+        }
+    }
+
+    /// Unpadded rows whose windows all fit (`p.direct`): each output block reduces its window
+    /// rows straight from the input, in the order of the ring walk (row pass per row, then
+    /// rows combined from the first), so the results are the same, without the ring.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `p.sw == S`, and `p.kw == K` unless `K == 0`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fused<const MAX: bool, const S: usize, const K: usize>(
+        p: &Plan,
+        x: &[f32],
+        out: &mut [f32],
+    ) {
+        let kw = if K == 0 { p.kw } else { K };
+        // The bounds every raw access below relies on, checked once per plane.
+        assert!(p.sw == S && kw == p.kw && p.direct && p.ow >= 8 && p.hs >= p.ow);
+        assert!((p.ow - 1) * S + (kw - 1) * p.dw < p.iw && p.col_div.len() >= p.hs);
+        assert!(x.len() == p.ih * p.iw && out.len() == p.oh * p.ow);
+        let (iw, ow) = (p.iw, p.ow);
+        for (w, orow) in p.wins.iter().zip(out.chunks_exact_mut(ow)) {
+            if w.n == 0 {
+                orow.fill(p.neutral());
+                continue;
+            }
+            assert!(w.first + (w.n - 1) * p.dh < p.ih);
+            let divv = _mm256_set1_ps(w.div);
+            let mut o = 0;
+            while o < ow {
+                let b = o.min(ow - 8);
+                let mut acc = _mm256_setzero_ps();
+                for j in 0..w.n {
+                    // SAFETY: the row is an input row (asserted above); the block reads at most
+                    // (ow − 1)·S + (kw − 1)·dw + 1 ≤ iw values of it (asserted).
+                    let src = x.as_ptr().add((w.first + j * p.dh) * iw);
+                    let hv = htaps::<MAX, S, K>(src, b, kw, p.dw);
+                    // h rows hold no NaN: starting from the first equals starting from -inf.
+                    acc = if j == 0 { hv } else { combine::<MAX>(hv, acc) };
+                }
+                if S == 2 {
+                    acc = unshuffle(acc);
+                }
+                if !MAX {
+                    // SAFETY: b + 8 ≤ ow ≤ hs ≤ col_div.len().
+                    let d = _mm256_mul_ps(divv, _mm256_loadu_ps(p.col_div.as_ptr().add(b)));
+                    acc = _mm256_div_ps(acc, d);
+                }
+                // SAFETY: b + 8 ≤ ow = orow.len().
+                _mm256_storeu_ps(orow.as_mut_ptr().add(b), acc);
+                o += 8;
+            }
+        }
+    }
+
+    /// The flat path (see [`super::Flat`]): row pass over the whole plane as one stripe into
+    /// the framed `h` plane, masked taps giving the neutral value, then the column pass over
+    /// the whole output plane. Same operation order as the ring walk; only a zero's sign can
+    /// differ (a padded row or column adds `+0` instead of nothing).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `p.kw == K` and `p.kh == K` unless `K == 0`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn flat<const MAX: bool, const K: usize>(
+        p: &Plan,
+        f: &Flat,
+        x: &[f32],
+        out: &mut [f32],
+        hp: &mut [f32],
+    ) {
+        let (iw, n, dw) = (p.iw, p.ih * p.iw, p.dw);
+        let (kw, kh) = if K == 0 { (p.kw, p.kh) } else { (K, K) };
+        let rstep = p.dh * iw;
+        // The bounds every raw access below relies on, checked once per plane.
+        assert!(kw == p.kw && kh == p.kh && n >= 8 && x.len() == n && out.len() == n);
+        assert!(hp.len() == n + (kh - 1) * rstep && f.top * iw <= (kh - 1) * rstep);
+        assert!(f.taps.len() == kw && (MAX || f.div.len() == n));
+        assert!(f
+            .taps
+            .iter()
+            .all(|(_, m)| m.as_ref().is_none_or(|m| m.len() == n)));
+        let neutral = _mm256_set1_ps(p.neutral());
+        let xp = x.as_ptr();
+        let h = hp.as_mut_ptr().add(f.top * iw);
+        // Positions whose taps all read inside the plane: [pw, n − right reach).
+        let (lo, hi) = (p.pw, n - ((kw - 1) * dw - p.pw));
+        let tap = |i: usize, k: usize| {
+            let (off, m) = &f.taps[k];
+            let v = _mm256_loadu_ps(xp.offset(i as isize + off));
+            match m {
+                Some(m) => _mm256_blendv_ps(neutral, v, _mm256_loadu_ps(m.as_ptr().add(i))),
+                None => v,
+            }
+        };
+        let mut scalar_from = 0..n;
+        if hi >= lo + 8 {
+            let mut o = lo;
+            while o < hi {
+                let b = o.min(hi - 8);
+                // SAFETY: lo ≤ b ≤ hi − 8, so tap k reads x[b + off_k ..+8] inside [0, n)
+                // (off_k ≥ −pw = −lo, off_k ≤ (kw−1)·dw − pw = n − hi); masks hold n values.
+                let mut acc = tap(b, 0);
+                if MAX {
+                    acc = _mm256_max_ps(acc, _mm256_set1_ps(f32::NEG_INFINITY));
+                }
+                for k in 1..kw {
+                    acc = combine::<MAX>(tap(b, k), acc);
+                }
+                // SAFETY: b + 8 ≤ n, inside the h plane after its top frame.
+                _mm256_storeu_ps(h.add(b), acc);
+                o += 8;
+            }
+            scalar_from = 0..lo;
+        }
+        // The few positions at the plane's ends (or a plane too thin for a block), taps checked
+        // against the row like the masks do.
+        let scalar_tap = |i: usize, k: usize| {
+            let off = f.taps[k].0;
+            let c = (i % iw) as isize + off;
+            if (0..iw as isize).contains(&c) {
+                x[(i as isize + off) as usize]
+            } else {
+                p.neutral()
+            }
+        };
+        let ends = if hi >= lo + 8 { hi..n } else { n..n };
+        for i in scalar_from.chain(ends) {
+            let mut acc = scalar_tap(i, 0);
+            if MAX {
+                acc = super::max_keep(acc, f32::NEG_INFINITY);
+            }
+            for k in 1..kw {
+                let v = scalar_tap(i, k);
+                acc = if MAX {
+                    super::max_keep(v, acc)
+                } else {
+                    acc + v
+                };
+            }
+            hp[f.top * iw + i] = acc;
+        }
+        // Column pass: output i reads h plane rows i + ky·dh·iw of the framed plane.
+        let hp = hp.as_ptr();
+        let mut o = 0;
+        while o < n {
+            let b = o.min(n - 8);
+            // SAFETY: b + 8 + (kh−1)·rstep ≤ n + (kh−1)·rstep = hp.len() (asserted).
+            let mut acc = _mm256_loadu_ps(hp.add(b));
+            for ky in 1..kh {
+                acc = combine::<MAX>(_mm256_loadu_ps(hp.add(b + ky * rstep)), acc);
+            }
+            if !MAX {
+                // SAFETY: b + 8 ≤ n = div.len().
+                acc = _mm256_div_ps(acc, _mm256_loadu_ps(f.div.as_ptr().add(b)));
+            }
+            // SAFETY: b + 8 ≤ n = out.len().
+            _mm256_storeu_ps(out.as_mut_ptr().add(b), acc);
             o += 8;
         }
     }
