@@ -86,6 +86,10 @@ struct Flat {
     top: usize,
 }
 
+/// Planes of at least this many values (16 KiB: two rows of them exceed L1 per window)
+/// prefetch the next window's rows in the fused path.
+const PREFETCH_MIN_PLANE: usize = 4096;
+
 /// Planes up to this many values take the flat path (its tables are `kw + 1` planes).
 const FLAT_MAX_PLANE: usize = 16384;
 
@@ -360,7 +364,7 @@ fn plane_scalar<const MAX: bool>(p: &Plan, x: &[f32], out: &mut [f32], s: &mut S
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Flat, Plan, Scratch};
+    use super::{Flat, Plan, Scratch, PREFETCH_MIN_PLANE};
     use std::arch::x86_64::*;
 
     /// AVX2 plane: picks the stride (1 or 2) and a 3-tap unrolled or any-width row pass.
@@ -585,16 +589,28 @@ mod avx2 {
         assert!((p.ow - 1) * S + (kw - 1) * p.dw < p.iw && p.col_div.len() >= p.hs);
         assert!(x.len() == p.ih * p.iw && out.len() == p.oh * p.ow);
         let (iw, ow) = (p.iw, p.ow);
+        let prefetch = p.ih * iw >= PREFETCH_MIN_PLANE;
         for (w, orow) in p.wins.iter().zip(out.chunks_exact_mut(ow)) {
             if w.n == 0 {
                 orow.fill(p.neutral());
                 continue;
             }
-            assert!(w.first + (w.n - 1) * p.dh < p.ih);
+            let last = w.first + (w.n - 1) * p.dh;
+            assert!(last < p.ih);
+            // Planes from memory: fetch the next window's new rows while this row works
+            // (three row streams defeat the hardware prefetcher). Rows past the end are
+            // clamped to the last one; small planes skip it (it costs more than it saves).
+            let ahead = [last + 1, last + 2].map(|r| x.as_ptr().add(r.min(p.ih - 1) * iw));
             let divv = _mm256_set1_ps(w.div);
             let mut o = 0;
             while o < ow {
                 let b = o.min(ow - 8);
+                if prefetch {
+                    for r in ahead {
+                        // A hint only; the address is inside that input row (b·S < iw).
+                        _mm_prefetch::<_MM_HINT_T0>(r.add(b * S) as *const i8);
+                    }
+                }
                 let mut acc = _mm256_setzero_ps();
                 for j in 0..w.n {
                     // SAFETY: the row is an input row (asserted above); the block reads at most
