@@ -17,6 +17,7 @@ pub mod cpu_features;
 pub mod depthwise;
 pub mod elementwise;
 pub mod gemm;
+pub mod grouped_conv;
 pub mod im2col;
 pub mod packed_gemm;
 pub mod pool;
