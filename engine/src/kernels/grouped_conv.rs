@@ -795,10 +795,14 @@ mod avx2 {
             let (a, b) = dst.split_at_mut(wph);
             (&mut b[ie..ie + ne], &mut a[io..io + no])
         };
-        let mut j = 0;
-        while 2 * j + 2 * LANES <= n {
-            // SAFETY: src[2j..2j + 16] is in bounds (loop condition) and so are
-            // evens/odds[j..j + 8] (j + 8 ≤ n / 2 ≤ no ≤ ne).
+        /// Splits src[2j..2j + 16] into evens/odds[j..j + 8].
+        ///
+        /// # Safety
+        /// AVX2; 2j + 16 ≤ src.len(), j + 8 ≤ evens.len(), odds.len().
+        #[target_feature(enable = "avx2,fma")]
+        #[inline]
+        unsafe fn step8(src: &[f32], evens: &mut [f32], odds: &mut [f32], j: usize) {
+            // SAFETY: the bounds are the caller's contract.
             unsafe {
                 let a = _mm256_loadu_ps(src.as_ptr().add(2 * j));
                 let b = _mm256_loadu_ps(src.as_ptr().add(2 * j + LANES));
@@ -812,14 +816,59 @@ mod avx2 {
                 _mm256_storeu_ps(evens.as_mut_ptr().add(j), e);
                 _mm256_storeu_ps(odds.as_mut_ptr().add(j), o);
             }
-            j += LANES;
         }
-        while 2 * j < n {
-            evens[j] = src[2 * j];
-            if 2 * j + 1 < n {
-                odds[j] = src[2 * j + 1];
+        /// Splits src[2j..2j + 8] into evens/odds[j..j + 4].
+        ///
+        /// # Safety
+        /// AVX2; 2j + 8 ≤ src.len(), j + 4 ≤ evens.len(), odds.len().
+        #[target_feature(enable = "avx2,fma")]
+        #[inline]
+        unsafe fn step4(src: &[f32], evens: &mut [f32], odds: &mut [f32], j: usize) {
+            // SAFETY: the bounds are the caller's contract.
+            unsafe {
+                let a = _mm_loadu_ps(src.as_ptr().add(2 * j));
+                let b = _mm_loadu_ps(src.as_ptr().add(2 * j + 4));
+                _mm_storeu_ps(
+                    evens.as_mut_ptr().add(j),
+                    _mm_shuffle_ps::<0b10_00_10_00>(a, b),
+                );
+                _mm_storeu_ps(
+                    odds.as_mut_ptr().add(j),
+                    _mm_shuffle_ps::<0b11_01_11_01>(a, b),
+                );
             }
+        }
+        // Pairs (src[2j], src[2j + 1]) for j < half, in vector steps; the last step overlaps
+        // the previous one (rewriting the same values) instead of a scalar tail.
+        let half = n / 2;
+        let mut j = 0;
+        // SAFETY (all steps): 2j + 16 (or + 8) ≤ 2·half ≤ n and j + 8 (or + 4) ≤ half ≤
+        // no ≤ ne = the lengths of odds and evens; AVX2 is this function's contract.
+        unsafe {
+            if half >= 2 * 4 {
+                while j + LANES <= half {
+                    step8(src, evens, odds, j);
+                    j += LANES;
+                }
+                if j < half {
+                    step8(src, evens, odds, half - LANES);
+                }
+                j = half;
+            } else if half >= 4 {
+                step4(src, evens, odds, 0);
+                if half > 4 {
+                    step4(src, evens, odds, half - 4);
+                }
+                j = half;
+            }
+        }
+        while j < half {
+            evens[j] = src[2 * j];
+            odds[j] = src[2 * j + 1];
             j += 1;
+        }
+        if n % 2 == 1 {
+            evens[half] = src[n - 1];
         }
     }
 
@@ -1032,6 +1081,19 @@ mod tests {
             (1, 4, 6, 5, 8, [1, 1], [2, 2], [1, 1], [0, 0], [0, 0], 2),
             (1, 12, 8, 30, 12, [3, 3], [2, 3], [1, 1], [1, 0], [0, 1], 4),
             (1, 8, 9, 17, 8, [3, 5], [2, 2], [1, 1], [1, 2], [1, 2], 2),
+            (
+                1,
+                64,
+                14,
+                14,
+                64,
+                [3, 3],
+                [2, 2],
+                [1, 1],
+                [1, 1],
+                [1, 1],
+                32,
+            ),
         ]
     }
 
