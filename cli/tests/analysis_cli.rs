@@ -166,7 +166,8 @@ const SMALL_ZOO: &[&str] = &[
     "zoo:inception_v3:width=0.125,input=75",
     "zoo:inception_v4:width=0.125,input=75",
     "zoo:inception_cifar:width=0.25",
-    "zoo:vgg16:width=0.125,input=32",
+    // Wide and large enough for Winograd (128 channels at 14×14 in block 3).
+    "zoo:vgg16:width=0.5,input=56",
 ];
 
 #[test]

@@ -11,12 +11,15 @@
 //!
 //! Algorithms:
 //! - [`ConvAlgo::Depthwise`] (group == cin == cout, 1-D/2-D): direct kernel, no scratch.
+//! - [`ConvAlgo::Grouped`] (2-D, several groups of at most 64 channels, not 1×1 stride 1):
+//!   direct kernel [`super::grouped_conv`] (ResNeXt's 3×3 convs).
 //! - [`ConvAlgo::Pointwise`] (all kernel dims 1, stride 1, no pad): the input already is the
 //!   GEMM's right-hand matrix `X[cin_g × ∏spatial]`.
 //! - [`ConvAlgo::Im2col`] (everything else): im2col of a block of output columns into
 //!   scratch, then GEMM. Blocking over columns keeps scratch to a few hundred KiB per thread.
 //! - [`ConvAlgo::Winograd`] (2-D 3×3, stride 1, dilation 1, group 1, at least
-//!   [`WINOGRAD_MIN_CHANNELS`] channels in and out): [`super::winograd`] F(2×2, 3×3) by
+//!   [`WINOGRAD_MIN_CHANNELS`] channels in and out and [`WINOGRAD_MIN_OUT_PLANE`] output
+//!   pixels): [`super::winograd`] F(2×2, 3×3) by
 //!   default. `ENGINE_CONV_ALGO=im2col` disables it, `winograd` (= `winograd2`) forces F(2×2)
 //!   and `winograd4` F(4×4) (less accurate, ~12× im2col's error) wherever it applies.
 //!
@@ -248,6 +251,8 @@ pub enum ConvAlgo {
     Im2col,
     /// Direct per-channel kernel (group == in == out channels).
     Depthwise,
+    /// Direct kernel for few channels per group (see [`super::grouped_conv`]).
+    Grouped,
     /// Winograd F(m×m, 3×3) with transformed weights (see [`super::winograd`]).
     Winograd(WinogradTile),
 }
@@ -296,17 +301,20 @@ impl PackedConvWeights {
             Some("matrixmultiply") => ConvGemm::Crate(GemmBackend::MatrixMultiply),
             _ => ConvGemm::Crate(GemmBackend::Gemm),
         };
-        // Winograd (F(2×2), the accurate tile) on every applicable conv with enough channels
-        // for its GEMMs to be efficient and its per-tile transforms (O(cin + cout) per tile
-        // against O(cin·cout) GEMM work) to be cheap: measured per node against im2col at 1
-        // thread (engine profile, ResNet-50 and Inception-v3), F(2×2) was 0.76–0.95× im2col's
-        // time at 96–256 channels, ~1.0× at 64 and 1.0–1.2× with 32 input channels.
+        // Winograd (F(2×2), the accurate tile) where it measured faster than im2col: enough
+        // channels for its GEMMs to be efficient and its per-tile transforms (O(cin + cout) per
+        // tile against O(cin·cout) GEMM work) to be cheap, and enough tiles per channel for its
+        // 16 GEMMs not to be skinny. Per node at 1 thread (engine profile, A/B interleaved with
+        // `ENGINE_CONV_ALGO=im2col`, 27 Nov): ResNet-50 256 ch at 14×14 0.88×; 128 ch at 28×28
+        // ~1.0×; 64 ch at 56×56 1.15–1.25× (slower); 512 ch at 7×7 ~1.0×; Inception-v3 64–96 ch
+        // at 35×35 1.3–1.45× (slower), 192–448 ch at 8×8 1.1–1.3× (slower).
         let wino = match std::env::var("ENGINE_CONV_ALGO").ok().as_deref() {
             Some("im2col") => None,
             Some("winograd") | Some("winograd2") => Some(WinogradTile::F2),
             Some("winograd4") => Some(WinogradTile::F4),
             _ => (geom.cin_per_group() >= WINOGRAD_MIN_CHANNELS
-                && geom.cout_per_group() >= WINOGRAD_MIN_CHANNELS)
+                && geom.cout_per_group() >= WINOGRAD_MIN_CHANNELS
+                && geom.out_plane() >= WINOGRAD_MIN_OUT_PLANE)
                 .then_some(DEFAULT_WINOGRAD_TILE),
         };
         PackedConvWeights::with_algo(geom, weights, bias, gemm, wino)
@@ -365,6 +373,8 @@ impl PackedConvWeights {
             ConvAlgo::Depthwise
         } else if geom.is_pointwise() {
             ConvAlgo::Pointwise
+        } else if super::grouped_conv::applies(geom) && super::grouped_conv::enabled() {
+            ConvAlgo::Grouped
         } else {
             ConvAlgo::Im2col
         };
@@ -372,7 +382,9 @@ impl PackedConvWeights {
             geom.cout_per_group(),
             geom.cin_per_group() * geom.kernel_size(),
         );
-        let packed = if algo != ConvAlgo::Depthwise && gemm == ConvGemm::Packed {
+        let packed = if !matches!(algo, ConvAlgo::Depthwise | ConvAlgo::Grouped)
+            && gemm == ConvGemm::Packed
+        {
             (0..geom.group)
                 .map(|g| {
                     PackedA::pack(
@@ -393,11 +405,38 @@ impl PackedConvWeights {
             cin_per_group: geom.cin_per_group(),
             kernel: geom.kernel.clone(),
             group: geom.group,
-            raw: weights.to_vec(),
+            raw: if algo == ConvAlgo::Grouped {
+                super::grouped_conv::pack_weights(geom, weights)
+            } else {
+                weights.to_vec()
+            },
             packed,
             wino: None,
             bias: bias.map_or_else(|| vec![0.0; geom.out_channels], <[f32]>::to_vec),
         })
+    }
+
+    /// The same weights on im2col + GEMM where [`ConvAlgo::Grouped`] was chosen (tests compare
+    /// the two paths).
+    #[cfg(test)]
+    pub(crate) fn with_gemm_no_grouped(
+        geom: &ConvGeometry,
+        weights: &[f32],
+        bias: Option<&[f32]>,
+        gemm: ConvGemm,
+    ) -> Result<PackedConvWeights, KernelError> {
+        let mut p = PackedConvWeights::with_gemm(geom, weights, bias, gemm)?;
+        if p.algo == ConvAlgo::Grouped {
+            p = PackedConvWeights {
+                algo: ConvAlgo::Im2col,
+                raw: weights.to_vec(),
+                ..p
+            };
+            if gemm == ConvGemm::Packed {
+                return Err(KernelError("with_gemm_no_grouped: crate GEMM only".into()));
+            }
+        }
+        Ok(p)
     }
 
     /// The algorithm chosen at packing.
@@ -442,7 +481,11 @@ pub const DEFAULT_WINOGRAD_TILE: WinogradTile = WinogradTile::F2;
 
 /// Fewest input and output channels (per group) for which [`PackedConvWeights::new`] picks
 /// Winograd by default.
-pub const WINOGRAD_MIN_CHANNELS: usize = 64;
+pub const WINOGRAD_MIN_CHANNELS: usize = 128;
+
+/// Fewest output pixels per channel (14×14) for which [`PackedConvWeights::new`] picks
+/// Winograd by default.
+pub const WINOGRAD_MIN_OUT_PLANE: usize = 196;
 
 /// Default scratch floats per slot: the im2col block of one work item (256 KiB).
 /// `ENGINE_CONV_BLOCK_FLOATS` overrides it for A/B runs: the crate GEMM re-packs the whole
@@ -481,6 +524,7 @@ fn slot_len(g: &ConvGeometry, w: &PackedConvWeights) -> usize {
     }
     match (w.algo, w.gemm) {
         (ConvAlgo::Depthwise, _) => 0,
+        (ConvAlgo::Grouped, _) => super::grouped_conv::slot_len(g),
         (ConvAlgo::Pointwise, ConvGemm::Crate(_)) => 0,
         _ => packed_b_len(kg, column_block(g)),
     }
@@ -561,6 +605,16 @@ pub fn conv(
                 output,
             );
         }
+        ConvAlgo::Grouped => super::grouped_conv::grouped_conv(
+            geom,
+            input,
+            &weights.raw,
+            &weights.bias,
+            residual,
+            act,
+            output,
+            scratch,
+        ),
         ConvAlgo::Pointwise | ConvAlgo::Im2col => {
             gemm_conv(geom, input, weights, residual, act, output, scratch, slot)
         }
@@ -685,16 +739,15 @@ fn gemm_conv(
                     }
                 } else {
                     let mut row = [0.0f32; 4 * NR];
+                    let padded = it.nb.next_multiple_of(NR);
                     for r in 0..kg {
-                        for (q, chunk0) in (0..it.nb).step_by(4 * NR).enumerate() {
-                            let len = (4 * NR).min(it.nb - chunk0);
-                            im2col_row(geom, img, r, it.j0 + chunk0, &mut row[..len]);
-                            // Place the chunk's columns into their panels.
-                            for (pi, pc) in row[..len].chunks(NR).enumerate() {
-                                let base = (q * 4 + pi) * kg * NR + r * NR;
-                                bp[base..base + pc.len()].copy_from_slice(pc);
-                                bp[base + pc.len()..base + NR].fill(0.0);
-                            }
+                        for chunk0 in (0..padded).step_by(4 * NR) {
+                            let len = (4 * NR).min(padded - chunk0);
+                            let real = len.min(it.nb.saturating_sub(chunk0));
+                            im2col_row(geom, img, r, it.j0 + chunk0, &mut row[..real]);
+                            // Lanes past the last column are zero (the kernels compute them).
+                            row[real..len].fill(0.0);
+                            packed_gemm::pack_b_segment(kg, r, chunk0, &row[..len], bp);
                         }
                     }
                 }

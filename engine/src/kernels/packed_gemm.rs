@@ -5,19 +5,25 @@
 //! Layouts (row-major logical matrices `A[m×k]`, `B[k×n]`, `C[m×n]`):
 //! - [`PackedA`]: panels of [`MR`] rows; panel `p` is `k × MR` contiguous (`[k][MR]`), the last
 //!   panel zero-padded. Built once per conv group from OIHW weights.
-//! - packed B: panels of [`NR`] columns; panel `q` is `k × NR` contiguous, zero-padded. The
-//!   im2col routine writes this layout directly (see [`super::im2col`]).
+//! - packed B: panels of [`NR`] columns; panel `q` is `k × NR` contiguous, zero-padded, and
+//!   made of three `k × SUB` sub-panels one after the other ([`packed_b_index`]). The conv
+//!   code writes im2col rows straight into this layout ([`pack_b_segment`]).
 //!
-//! Blocking: K in [`KC`]-deep slices; up to [`MC`] rows of A (`MC×KC`, 128 KiB) stay in L2
-//! while B panels stream through. The AVX-512 micro-kernel computes an `8 × 48` tile with 24
-//! zmm accumulators (A packed with [`MR`] = 8 rows per panel); the AVX2 one a `6 × 48` tile as
-//! three `6 × 16` register tiles (A packed with [`MR_AVX2`] = 6); any other combination runs a
-//! portable kernel over the same layouts (correct everywhere, slow).
+//! Blocking: K in the slices of `gemm::k_slice` (the crate path's, for the same rounding);
+//! all rows of A (or [`MC`] when their K slice exceeds an L2 budget) are swept over one B
+//! sub-panel while its `kc × 16` slice sits in L1. The AVX2 micro-kernel computes a `6 × 16`
+//! tile (12 ymm accumulators, A packed with [`MR_AVX2`] = 6 rows per panel) and prefetches
+//! the A panel, which streams from L2; the AVX-512 one an `8 × 48` tile from the three
+//! sub-panels with 24 zmm accumulators (A packed with [`MR`] = 8); any other combination runs
+//! a portable kernel over the same layouts (correct everywhere, slow).
 //!
-//! Status (measured on a 2-core AMD EPYC with AVX2 only, see benches/benches/kernels.rs): the
-//! AVX2 kernel reaches ~65–70 GFLOP/s on ResNet-50 1×1 convs, ~80% of the `gemm` crate's
-//! ~80, so `super::conv` defaults to the `gemm` crate. The AVX-512 kernel could not be run on
-//! this machine (no AVX-512): it is tested only where the CPU has AVX-512F.
+//! Status (2-core AMD EPYC, AVX2 only, 27 Nov): before the sub-panel layout (B panels read
+//! with a 48-float stride) the AVX2 kernel took ~22% more CPU time than the `gemm` crate's
+//! on Inception-v3 (`perf record` samples of `engine bench`); with it the two are at parity
+//! within the noise of this shared machine (kernel samples 15.7 K vs 15.2 K; whole worker
+//! thread, including im2col and packing, 24–27 K vs 25 K), so `super::conv` still defaults
+//! to the `gemm` crate (`ENGINE_CONV_GEMM=packed` selects this one). The AVX-512 kernel could
+//! not be run on this machine (no AVX-512): it is tested only where the CPU has AVX-512F.
 
 use super::cpu_features::{detected_simd_level, simd_level, SimdLevel};
 use super::elementwise::activation_inplace;
@@ -36,12 +42,17 @@ pub fn mr_for(level: SimdLevel) -> usize {
         MR
     }
 }
-/// Columns per B panel (micro-tile width: three 16-float AVX-512 vectors).
+/// Columns per B panel (the AVX-512 micro-tile width: three 16-float vectors).
 pub const NR: usize = 48;
-/// Depth of one K slice.
-pub const KC: usize = 256;
-/// Rows of A kept hot in L2 while sweeping B panels.
+/// Columns per B sub-panel: a panel is three `k × SUB` sub-panels one after the other, so the
+/// AVX2 kernel's `kc × 16` slice of B is contiguous (16 KiB at kc = 256: it stays in L1 while
+/// the kernel sweeps every A panel of the row block).
+pub const SUB: usize = 16;
+/// Rows of A kept hot in L2 while sweeping B panels, when not all of them fit.
 pub const MC: usize = 128;
+/// L2 budget for the A rows swept over one B sub-panel (the machine measured has 512 KiB of
+/// L2 per core; the rest holds packed B and the output tiles).
+const A_BLOCK_BYTES: usize = 192 * 1024;
 
 /// A left-hand matrix packed into [`MR`]-row panels (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +106,14 @@ pub fn packed_b_len(k: usize, nb: usize) -> usize {
     k * nb.next_multiple_of(NR)
 }
 
+/// Index in packed B of logical element (`kk`, `j`): panel `j / NR`, sub-panel
+/// `(j % NR) / SUB`, lane `j % SUB`.
+#[inline]
+pub fn packed_b_index(k: usize, kk: usize, j: usize) -> usize {
+    let (q, jj) = (j / NR, j % NR);
+    q * k * NR + (jj / SUB) * k * SUB + kk * SUB + jj % SUB
+}
+
 /// Packs columns `0..nb` of the row-major `k×nb` matrix `b` (row stride `ldb`) into `out`.
 ///
 /// # Panics
@@ -107,13 +126,41 @@ pub fn pack_b(k: usize, nb: usize, b: &[f32], ldb: usize, out: &mut [f32]) {
     }
 }
 
-/// Writes one logical row `kk` (all `row.len()` columns) of B into the packed panels `out`.
+/// Writes one logical row `kk` (all `row.len()` columns) of B into the packed panels `out`,
+/// zero-filling the lanes of the last panel past the end of the row.
 #[inline]
 pub fn pack_b_row(k: usize, kk: usize, row: &[f32], out: &mut [f32]) {
-    for (q, chunk) in row.chunks(NR).enumerate() {
-        let base = q * k * NR + kk * NR;
-        out[base..base + chunk.len()].copy_from_slice(chunk);
-        out[base + chunk.len()..base + NR].fill(0.0);
+    pack_b_segment(k, kk, 0, row, out);
+    let end = row.len();
+    let padded = end.next_multiple_of(NR);
+    let mut j = end;
+    while j < padded {
+        let len = (SUB - j % SUB).min(padded - j);
+        let base = packed_b_index(k, kk, j);
+        out[base..base + len].fill(0.0);
+        j += len;
+    }
+}
+
+/// Writes `seg` as columns `j0..j0 + seg.len()` of logical row `kk` of packed B (lanes outside
+/// the segment are left as they are).
+#[inline]
+pub fn pack_b_segment(k: usize, kk: usize, j0: usize, seg: &[f32], out: &mut [f32]) {
+    let mut done = 0;
+    while done < seg.len() {
+        let j = j0 + done;
+        let len = (SUB - j % SUB).min(seg.len() - done);
+        let base = packed_b_index(k, kk, j);
+        if len == SUB {
+            // Whole lanes: a fixed-size copy the compiler turns into two vector moves instead
+            // of a memmove call.
+            let dst: &mut [f32; SUB] = (&mut out[base..base + SUB]).try_into().expect("SUB");
+            let src: &[f32; SUB] = seg[done..done + SUB].try_into().expect("SUB");
+            *dst = *src;
+        } else {
+            out[base..base + len].copy_from_slice(&seg[done..done + len]);
+        }
+        done += len;
     }
 }
 
@@ -238,25 +285,37 @@ pub(crate) unsafe fn gemm_packed_raw(
     let apan = |p: usize| &a.data[(panel0 + p) * k * mr..(panel0 + p + 1) * k * mr];
     let npanels_a = rows.div_ceil(mr);
     let npanels_b = nb.div_ceil(NR);
+    #[cfg(target_arch = "x86_64")]
+    let avx2_tiles = level >= SimdLevel::Avx2 && mr == MR_AVX2;
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx2_tiles = false;
+    // The same K slices as the crate GEMM path (accuracy: see `gemm::k_slice`).
+    let kc_max = super::gemm::k_slice(k);
+    // Rows of A per block: all of them when their K slice fits the L2 budget (each B
+    // sub-panel is then read from memory once), else MC.
+    let mc_panels = if rows * kc_max * 4 <= A_BLOCK_BYTES {
+        npanels_a
+    } else {
+        MC / mr
+    };
     let mut k0 = 0;
     while k0 < k {
-        let kc = KC.min(k - k0);
+        let kc = kc_max.min(k - k0);
         let first = k0 == 0;
         let last = k0 + kc == k;
         let mut pa0 = 0;
         while pa0 < npanels_a {
-            let pa1 = (pa0 + MC / mr).min(npanels_a);
+            let pa1 = (pa0 + mc_panels).min(npanels_a);
             for q in 0..npanels_b {
                 let cols = NR.min(nb - q * NR);
-                let bpan = &bp[q * k * NR + k0 * NR..q * k * NR + (k0 + kc) * NR];
-                for p in pa0..pa1 {
+                let qbase = q * k * NR;
+                let tile_at = |p: usize, c0: usize, ncols: usize| {
                     let r0 = p * mr;
                     let nrows = mr.min(rows - r0);
-                    let ap = &apan(p)[k0 * mr..(k0 + kc) * mr];
-                    let coff = r0 * ldc + q * NR;
+                    let coff = r0 * ldc + q * NR + c0;
                     let tile = Tile {
                         nrows,
-                        ncols: cols,
+                        ncols,
                         ldc,
                         first,
                         last,
@@ -264,7 +323,35 @@ pub(crate) unsafe fn gemm_packed_raw(
                         residual: epi.residual.map(|x| &x[coff..]),
                         act: in_kernel_act,
                     };
-                    micro_kernel(level, mr, kc, ap, bpan, c.add(coff), &tile);
+                    (&apan(p)[k0 * mr..(k0 + kc) * mr], coff, tile)
+                };
+                if avx2_tiles {
+                    // One 16-column sub-panel at a time, swept over every A panel of the
+                    // block while its `kc × 16` slice sits in L1.
+                    for sp in 0..NR / SUB {
+                        let c0 = sp * SUB;
+                        if c0 >= cols {
+                            break;
+                        }
+                        let bsub = &bp[qbase + sp * k * SUB + k0 * SUB..][..kc * SUB];
+                        for p in pa0..pa1 {
+                            let (ap, coff, tile) = tile_at(p, c0, SUB.min(cols - c0));
+                            #[cfg(target_arch = "x86_64")]
+                            // SAFETY: AVX2+FMA present (level clamped to the detected level
+                            // above); `ap` holds kc×MR_AVX2 floats and `bsub` kc×SUB (slices
+                            // checked by indexing); the tile lies in `c`/`residual` by this
+                            // function's contract.
+                            avx2::kernel_6x16(kc, ap.as_ptr(), bsub.as_ptr(), c.add(coff), &tile);
+                            #[cfg(not(target_arch = "x86_64"))]
+                            let _ = (ap, bsub, coff, tile);
+                        }
+                    }
+                } else {
+                    let bpan = &bp[qbase + k0 * SUB..qbase + k * NR];
+                    for p in pa0..pa1 {
+                        let (ap, coff, tile) = tile_at(p, 0, cols);
+                        micro_kernel(level, mr, kc, ap, bpan, k * SUB, c.add(coff), &tile);
+                    }
                 }
             }
             pa0 = pa1;
@@ -292,6 +379,10 @@ struct Tile<'a> {
 }
 
 #[inline]
+#[allow(clippy::too_many_arguments)]
+/// One `mr × NR` tile for the AVX-512 and portable kernels. `bp` starts at the slice's first
+/// row in sub-panel 0 of the B panel; sub-panel `s` starts `s · bstride` floats later.
+///
 /// # Safety
 /// `c` must be valid for the `t.nrows × t.ncols` tile at stride `t.ldc` (see `gemm_packed_raw`).
 unsafe fn micro_kernel(
@@ -300,42 +391,46 @@ unsafe fn micro_kernel(
     kc: usize,
     ap: &[f32],
     bp: &[f32],
+    bstride: usize,
     c: *mut f32,
     t: &Tile<'_>,
 ) {
-    debug_assert!(ap.len() >= kc * mr && bp.len() >= kc * NR);
+    assert!(ap.len() >= kc * mr && bp.len() >= (NR / SUB - 1) * bstride + kc * SUB);
     #[cfg(target_arch = "x86_64")]
     if level == SimdLevel::Avx512 && mr == MR {
         // SAFETY: AVX-512F is present (level clamped to the detected level by the caller);
-        // the debug-asserted lengths are guaranteed by gemm_packed_with's asserts: ap holds
-        // kc×MR, bp kc×NR, c and residual cover nrows rows of ncols at stride ldc.
-        unsafe { avx512::kernel_8x48(kc, ap.as_ptr(), bp.as_ptr(), c, t) };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if level >= SimdLevel::Avx2 && mr == MR_AVX2 {
-        // SAFETY: AVX2+FMA present (level clamped by the caller; the AVX-512 level implies
-        // both); same bounds as above with panels of MR_AVX2 rows.
-        unsafe { avx2::kernel_6x48(kc, ap.as_ptr(), bp.as_ptr(), c, t) };
+        // the asserted lengths cover kc×MR floats of A and kc rows of all three B
+        // sub-panels; c and residual cover nrows rows of ncols at stride ldc.
+        unsafe { avx512::kernel_8x48(kc, ap.as_ptr(), bp.as_ptr(), bstride, c, t) };
         return;
     }
     let _ = level;
     // SAFETY: forwarded contract of this function.
-    unsafe { kernel_portable(mr, kc, ap, bp, c, t) };
+    unsafe { kernel_portable(mr, kc, ap, bp, bstride, c, t) };
 }
 
-/// Portable micro-kernel (scalar/AVX2 levels and the reference the AVX-512 one is tested against).
+/// Portable micro-kernel (the scalar level, and the reference the SIMD ones are tested against).
 ///
 /// # Safety
 /// `c` must be valid for the `t.nrows × t.ncols` tile at stride `t.ldc`.
-unsafe fn kernel_portable(mr: usize, kc: usize, ap: &[f32], bp: &[f32], c: *mut f32, t: &Tile<'_>) {
+unsafe fn kernel_portable(
+    mr: usize,
+    kc: usize,
+    ap: &[f32],
+    bp: &[f32],
+    bstride: usize,
+    c: *mut f32,
+    t: &Tile<'_>,
+) {
     let mut acc = [[0.0f32; NR]; MR];
     for kk in 0..kc {
-        let bro = &bp[kk * NR..kk * NR + NR];
-        for r in 0..mr {
-            let av = ap[kk * mr + r];
-            for (x, b) in acc[r].iter_mut().zip(bro) {
-                *x += av * b;
+        for sp in 0..NR / SUB {
+            let bro = &bp[sp * bstride + kk * SUB..sp * bstride + kk * SUB + SUB];
+            for r in 0..mr {
+                let av = ap[kk * mr + r];
+                for (x, b) in acc[r][sp * SUB..(sp + 1) * SUB].iter_mut().zip(bro) {
+                    *x += av * b;
+                }
             }
         }
     }
@@ -356,11 +451,11 @@ unsafe fn kernel_portable(mr: usize, kc: usize, ap: &[f32], bp: &[f32], c: *mut 
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Tile, MR_AVX2, NR};
+    use super::{Tile, MR_AVX2, SUB};
     use crate::ir::Activation;
     use std::arch::x86_64::*;
 
-    /// Sub-tile computed in registers: 6 rows × 16 columns = 12 ymm accumulators, plus two B
+    /// Tile computed in registers: 6 rows × 16 columns = 12 ymm accumulators, plus two B
     /// vectors and one broadcast (15 of 16 registers; 4×24 needs all 16 and LLVM then spills
     /// an accumulator inside the k loop, which halves the speed).
     const MR: usize = MR_AVX2;
@@ -368,46 +463,30 @@ mod avx2 {
     const SC: usize = 16;
     const SV: usize = SC / 8;
 
-    /// The 6×48 tile as three 6×16 sub-tiles (16 ymm registers cannot hold 6×48).
+    /// One 6×16 tile: `kc` steps of two B vectors times six broadcast A values.
     ///
     /// # Safety
-    /// Requires AVX2 and FMA. `ap` points to `kc·MR_AVX2` floats, `bp` to `kc·NR`; `c` (and
-    /// `t.residual`) cover `t.nrows` rows of `t.ncols ≤ NR` columns at stride `t.ldc`.
+    /// Requires AVX2 and FMA. `ap` points to `kc·MR_AVX2` floats (an A panel's K slice), `bp`
+    /// to `kc·SUB` (a B sub-panel's K slice); `c` (and `t.residual`) cover `t.nrows ≤ 6` rows
+    /// of `t.ncols ≤ 16` columns at stride `t.ldc`.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn kernel_6x48(
+    pub unsafe fn kernel_6x16(
         kc: usize,
         ap: *const f32,
         bp: *const f32,
         c: *mut f32,
         t: &Tile<'_>,
     ) {
-        for ch in 0..NR / SC {
-            let c0 = ch * SC;
-            if c0 >= t.ncols {
-                break;
-            }
-            sub_tile(kc, ap, bp.add(c0), c, t, 0, c0);
-        }
-    }
-
-    /// # Safety
-    /// Requires AVX2 and FMA; `ap`/`bp` point into the packed panels at the sub-tile's first
-    /// row/column (panel strides MR and NR per k); `c` as in `kernel_6x48`.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn sub_tile(
-        kc: usize,
-        ap: *const f32,
-        bp: *const f32,
-        c: *mut f32,
-        t: &Tile<'_>,
-        r0: usize,
-        c0: usize,
-    ) {
+        let (r0, c0) = (0, 0);
         let mut acc = [[_mm256_setzero_ps(); SV]; SR];
         let mut a = ap;
         let mut b = bp;
-        for _ in 0..kc {
+        for kk in 0..kc {
+            // The A panel streams from L2 (the B sub-panel stays in L1): fetch 8 steps ahead.
+            // Prefetches are hints and never fault, so running past the panel is harmless.
+            if kk % 2 == 0 {
+                _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(8 * MR) as *const i8);
+            }
             let b0 = _mm256_loadu_ps(b);
             let b1 = _mm256_loadu_ps(b.add(8));
             for (r, accr) in acc.iter_mut().enumerate() {
@@ -416,7 +495,7 @@ mod avx2 {
                 accr[1] = _mm256_fmadd_ps(av, b1, accr[1]);
             }
             a = a.add(MR);
-            b = b.add(NR);
+            b = b.add(SUB);
         }
         let zero = _mm256_setzero_ps();
         let (lo, hi) = match t.act {
@@ -476,20 +555,22 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Tile, MR, NR};
+    use super::{Tile, MR, NR, SUB};
     use crate::ir::Activation;
     use std::arch::x86_64::*;
 
-    const NV: usize = NR / 16;
+    const NV: usize = NR / SUB;
 
     /// # Safety
-    /// Requires AVX-512F. `ap` points to `kc·MR` floats, `bp` to `kc·NR`; `c` (and
+    /// Requires AVX-512F. `ap` points to `kc·MR` floats; `bp` to `kc·SUB` floats of sub-panel
+    /// 0, with sub-panels 1 and 2 (as long) `bstride` and `2·bstride` floats later; `c` (and
     /// `t.residual`) cover `t.nrows` rows of `t.ncols ≤ NR` columns at stride `t.ldc`.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn kernel_8x48(
         kc: usize,
         ap: *const f32,
         bp: *const f32,
+        bstride: usize,
         c: *mut f32,
         t: &Tile<'_>,
     ) {
@@ -498,8 +579,8 @@ mod avx512 {
         let mut b = bp;
         for _ in 0..kc {
             let b0 = _mm512_loadu_ps(b);
-            let b1 = _mm512_loadu_ps(b.add(16));
-            let b2 = _mm512_loadu_ps(b.add(32));
+            let b1 = _mm512_loadu_ps(b.add(bstride));
+            let b2 = _mm512_loadu_ps(b.add(2 * bstride));
             for (r, accr) in acc.iter_mut().enumerate() {
                 let av = _mm512_set1_ps(*a.add(r));
                 accr[0] = _mm512_fmadd_ps(av, b0, accr[0]);
@@ -507,7 +588,7 @@ mod avx512 {
                 accr[2] = _mm512_fmadd_ps(av, b2, accr[2]);
             }
             a = a.add(MR);
-            b = b.add(NR);
+            b = b.add(SUB);
         }
         let zero = _mm512_setzero_ps();
         let (lo, hi) = match t.act {
