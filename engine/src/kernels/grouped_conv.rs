@@ -366,9 +366,15 @@ pub fn grouped_conv_with(
         return;
     }
     let bufs: Vec<&mut [f32]> = scratch[..slot * slots].chunks_mut(slot).collect();
-    bufs.into_par_iter().enumerate().for_each(|(s, buf)| {
+    // Items are handed out dynamically (a shared counter), not striped: on a loaded machine a
+    // descheduled thread then delays the op by one item, not by its whole share. Which thread
+    // computes an item does not change its values.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    bufs.into_par_iter().for_each(|buf| {
         buf.fill(0.0);
-        for it in items.iter().skip(s).step_by(slots) {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(it) = items.get(i) else { break };
             run_item(it, buf);
         }
     });
