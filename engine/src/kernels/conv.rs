@@ -28,8 +28,9 @@
 //! ([`super::packed_gemm`]): weights packed at load, im2col written straight into packed
 //! panels, epilogue in the micro-kernel's store; it measured ~20% slower than `gemm` on AVX2.
 //!
-//! Threads: work items are (image, group, column block, row part); they are spread statically
-//! over `rayon::current_num_threads()` scratch slots. Each output value is computed by exactly
+//! Threads: work items are (image, group, column block, row part); up to
+//! `rayon::current_num_threads()` scratch slots take them from a shared counter, one at a
+//! time. Each output value is computed by exactly
 //! one item with the same K order whatever the thread count, so results do not depend on it
 //! (row parts only change which thread computes a row).
 
@@ -831,10 +832,14 @@ fn gemm_conv(
     } else {
         scratch[..slot * slots].chunks_mut(slot).collect()
     };
-    slot_bufs.into_par_iter().enumerate().for_each(|(s, buf)| {
-        for it in items.iter().skip(s).step_by(slots) {
-            run_item(it, buf);
-        }
+    // Items are handed out by a shared counter, not striped over the slots: on a shared machine
+    // a descheduled thread then delays the op by one item instead of its whole share. Which
+    // thread computes an item never changes its values (see the module docs).
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    slot_bufs.into_par_iter().for_each(|buf| loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(it) = items.get(i) else { break };
+        run_item(it, buf);
     });
 }
 
