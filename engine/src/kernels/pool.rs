@@ -429,6 +429,18 @@ mod tests {
                 false,
             ),
             geom(&[3, 3], &[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false),
+            // Windows wider than the plane with SAME pads (fuzzer find: the flat path read
+            // outside the plane).
+            geom(
+                &[5, 5],
+                &[3, 82],
+                &[1, 1],
+                &[1, 1],
+                &[1, 40],
+                &[1, 41],
+                false,
+            ),
+            geom(&[6, 4], &[13, 9], &[1, 1], &[1, 1], &[6, 4], &[6, 4], false),
             geom(&[2, 5], &[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false),
             geom(&[1, 9], &[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false),
             geom(&[9, 1], &[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false),

@@ -664,8 +664,9 @@ mod avx2 {
         let neutral = _mm256_set1_ps(p.neutral());
         let xp = x.as_ptr();
         let h = hp.as_mut_ptr().add(f.top * iw);
-        // Positions whose taps all read inside the plane: [pw, n − right reach).
-        let (lo, hi) = (p.pw, n - ((kw - 1) * dw - p.pw));
+        // Positions whose taps all read inside the plane: [pw, n − right reach). A window
+        // wider than the plane (huge SAME pads) leaves none: everything goes the scalar way.
+        let (lo, hi) = (p.pw, n.saturating_sub((kw - 1) * dw - p.pw));
         let tap = |i: usize, k: usize| {
             let (off, m) = &f.taps[k];
             let v = _mm256_loadu_ps(xp.offset(i as isize + off));
