@@ -1265,7 +1265,7 @@ mod bench {
     /// Timing of ResNeXt-50's grouped convs on 1 thread (`cargo test --release -p engine --lib
     /// grouped_conv::bench -- --ignored --nocapture`); prints GFLOP/s, asserts nothing.
     #[test]
-    #[ignore]
+    #[ignore = "dev timing helper: prints GFLOP/s of the ResNeXt-50 shapes, asserts nothing"]
     fn resnext50_shapes() {
         for (c, h, s) in [
             (128, 56, 1),
