@@ -777,6 +777,27 @@ mod avx2 {
         )
     }
 
+    /// Splits src[2j..2j + 16] into evens/odds[j..j + 8].
+    ///
+    /// # Safety
+    /// AVX2; 2j + 16 ≤ src.len(), j + 8 ≤ evens.len(), odds.len().
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn step8(src: &[f32], evens: &mut [f32], odds: &mut [f32], j: usize) {
+        // SAFETY: the bounds are the caller's contract.
+        unsafe {
+            let a = _mm256_loadu_ps(src.as_ptr().add(2 * j));
+            let b = _mm256_loadu_ps(src.as_ptr().add(2 * j + LANES));
+            // Per 128-bit lane: [a0 a2 b0 b2 | a4 a6 b4 b6]; then 64-bit blocks 0, 2, 1, 3.
+            let e = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+            let o = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+            let e = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e)));
+            let o = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(o)));
+            _mm256_storeu_ps(evens.as_mut_ptr().add(j), e);
+            _mm256_storeu_ps(odds.as_mut_ptr().add(j), o);
+        }
+    }
+
     /// Stride-2 phase split of one input row straight from the input (no padded temporary:
     /// reading it back right after the shifted copy stalled on store forwarding). Input
     /// `src[x]` sits at padded column `x + pw`, i.e. phase `(x + pw) % 2`, index
@@ -801,28 +822,6 @@ mod avx2 {
             let (a, b) = dst.split_at_mut(wph);
             (&mut b[ie..ie + ne], &mut a[io..io + no])
         };
-        /// Splits src[2j..2j + 16] into evens/odds[j..j + 8].
-        ///
-        /// # Safety
-        /// AVX2; 2j + 16 ≤ src.len(), j + 8 ≤ evens.len(), odds.len().
-        #[target_feature(enable = "avx2,fma")]
-        #[inline]
-        unsafe fn step8(src: &[f32], evens: &mut [f32], odds: &mut [f32], j: usize) {
-            // SAFETY: the bounds are the caller's contract.
-            unsafe {
-                let a = _mm256_loadu_ps(src.as_ptr().add(2 * j));
-                let b = _mm256_loadu_ps(src.as_ptr().add(2 * j + LANES));
-                // Per 128-bit lane: [a0 a2 b0 b2 | a4 a6 b4 b6]; then 64-bit blocks 0, 2, 1, 3.
-                let e = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
-                let o = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
-                let e =
-                    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e)));
-                let o =
-                    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(o)));
-                _mm256_storeu_ps(evens.as_mut_ptr().add(j), e);
-                _mm256_storeu_ps(odds.as_mut_ptr().add(j), o);
-            }
-        }
         /// Splits src[2j..2j + 8] into evens/odds[j..j + 4].
         ///
         /// # Safety
@@ -918,19 +917,7 @@ mod avx2 {
         while i + LANES <= wph {
             // SAFETY: src[2i..2i + 16] and even/odd[i..i + 8] are in bounds (i + 8 ≤ wph and
             // the lengths asserted above).
-            unsafe {
-                let a = _mm256_loadu_ps(src.as_ptr().add(2 * i));
-                let b = _mm256_loadu_ps(src.as_ptr().add(2 * i + LANES));
-                // Per 128-bit lane: [a0 a2 b0 b2 | a4 a6 b4 b6]; then 64-bit blocks 0, 2, 1, 3.
-                let e = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
-                let o = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
-                let e =
-                    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e)));
-                let o =
-                    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(o)));
-                _mm256_storeu_ps(even.as_mut_ptr().add(i), e);
-                _mm256_storeu_ps(odd.as_mut_ptr().add(i), o);
-            }
+            unsafe { step8(src, even, odd, i) };
             i += LANES;
         }
         for j in i..wph {
