@@ -477,7 +477,6 @@ mod avx2 {
         c: *mut f32,
         t: &Tile<'_>,
     ) {
-        let (r0, c0) = (0, 0);
         let mut acc = [[_mm256_setzero_ps(); SV]; SR];
         let mut a = ap;
         let mut b = bp;
@@ -502,15 +501,11 @@ mod avx2 {
             Activation::Clip(l, h) => (_mm256_set1_ps(l), _mm256_set1_ps(h)),
             _ => (zero, zero),
         };
-        for (ri, accr) in acc.iter().enumerate() {
-            let r = r0 + ri;
-            if r >= t.nrows {
-                break;
-            }
+        for (r, accr) in acc.iter().enumerate().take(t.nrows) {
             let crow = c.add(r * t.ldc);
             let bias = _mm256_set1_ps(t.bias.map_or(0.0, |bb| bb[r]));
             for (v, &accv) in accr.iter().enumerate() {
-                let j = c0 + v * 8;
+                let j = v * 8;
                 if j >= t.ncols {
                     break;
                 }
