@@ -15,6 +15,11 @@
 //!   direct kernel [`super::grouped_conv`] (ResNeXt's 3×3 convs).
 //! - [`ConvAlgo::Pointwise`] (all kernel dims 1, stride 1, no pad): the input already is the
 //!   GEMM's right-hand matrix `X[cin_g × ∏spatial]`.
+//! - [`ConvAlgo::Direct`] (2-D, group 1, stride 1, kernel larger than 1×1, where at most
+//!   15% of the computed positions are thrown away, see [`super::direct_conv::worth_it`]):
+//!   [`super::direct_conv`], an implicit GEMM over a zero-padded copy of the image with the
+//!   epilogue in its store; no im2col, no per-call packing. `ENGINE_CONV_ALGO=im2col` turns it
+//!   off, `direct` forces it wherever it applies.
 //! - [`ConvAlgo::Im2col`] (everything else): im2col of a block of output columns into
 //!   scratch, then GEMM. Blocking over columns keeps scratch to a few hundred KiB per thread.
 //! - [`ConvAlgo::Winograd`] (2-D 3×3, stride 1, dilation 1, group 1, at least
@@ -256,6 +261,8 @@ pub enum ConvAlgo {
     Grouped,
     /// Winograd F(m×m, 3×3) with transformed weights (see [`super::winograd`]).
     Winograd(WinogradTile),
+    /// Stride-1 2-D implicit GEMM on a padded copy of the input (see [`super::direct_conv`]).
+    Direct,
 }
 
 /// Which GEMM runs the Pointwise/Im2col algorithms.
@@ -309,8 +316,9 @@ impl PackedConvWeights {
         // `ENGINE_CONV_ALGO=im2col`, 27 Nov): ResNet-50 256 ch at 14×14 0.88×; 128 ch at 28×28
         // ~1.0×; 64 ch at 56×56 1.15–1.25× (slower); 512 ch at 7×7 ~1.0×; Inception-v3 64–96 ch
         // at 35×35 1.3–1.45× (slower), 192–448 ch at 8×8 1.1–1.3× (slower).
-        let wino = match std::env::var("ENGINE_CONV_ALGO").ok().as_deref() {
-            Some("im2col") => None,
+        let algo_env = std::env::var("ENGINE_CONV_ALGO").ok();
+        let wino = match algo_env.as_deref() {
+            Some("im2col") | Some("direct") => None,
             Some("winograd") | Some("winograd2") => Some(WinogradTile::F2),
             Some("winograd4") => Some(WinogradTile::F4),
             _ => (geom.cin_per_group() >= WINOGRAD_MIN_CHANNELS
@@ -318,7 +326,36 @@ impl PackedConvWeights {
                 && geom.out_plane() >= WINOGRAD_MIN_OUT_PLANE)
                 .then_some(DEFAULT_WINOGRAD_TILE),
         };
+        let wino = wino.filter(|_| geom.winograd_applies());
+        // The direct stride-1 kernel wherever Winograd was not chosen and little of its work
+        // is thrown away (`ENGINE_CONV_ALGO=im2col` turns it off, `direct` forces it wherever
+        // it applies, Winograd included).
+        let direct = match algo_env.as_deref() {
+            Some("im2col" | "winograd" | "winograd2" | "winograd4") => false,
+            Some("direct") => super::direct_conv::applies(geom),
+            _ => super::direct_conv::worth_it(geom),
+        };
+        if wino.is_none() && direct {
+            return PackedConvWeights::with_direct(geom, weights, bias);
+        }
         PackedConvWeights::with_algo(geom, weights, bias, gemm, wino)
+    }
+
+    /// [`ConvAlgo::Direct`] where [`super::direct_conv::applies`], otherwise the same as
+    /// [`PackedConvWeights::with_gemm`] with the default crate GEMM.
+    pub fn with_direct(
+        geom: &ConvGeometry,
+        weights: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Result<PackedConvWeights, KernelError> {
+        let mut p =
+            PackedConvWeights::with_gemm(geom, weights, bias, ConvGemm::Crate(GemmBackend::Gemm))?;
+        if super::direct_conv::applies(geom) {
+            p.algo = ConvAlgo::Direct;
+            p.raw = super::direct_conv::pack_weights(geom, weights);
+            p.packed = Vec::new();
+        }
+        Ok(p)
     }
 
     /// [`PackedConvWeights::with_gemm`], plus Winograd with tile `wino` where the geometry
@@ -526,6 +563,7 @@ fn slot_len(g: &ConvGeometry, w: &PackedConvWeights) -> usize {
     match (w.algo, w.gemm) {
         (ConvAlgo::Depthwise, _) => 0,
         (ConvAlgo::Grouped, _) => super::grouped_conv::slot_len(g),
+        (ConvAlgo::Direct, _) => super::direct_conv::scratch_len(g, 1),
         (ConvAlgo::Pointwise, ConvGemm::Crate(_)) => 0,
         _ => packed_b_len(kg, column_block(g)),
     }
@@ -534,6 +572,9 @@ fn slot_len(g: &ConvGeometry, w: &PackedConvWeights) -> usize {
 /// Scratch (in floats) that [`conv`] needs to run on `threads` threads. Passing less scratch
 /// is allowed down to one slot: fewer items then run in parallel.
 pub fn conv_scratch_len(geom: &ConvGeometry, weights: &PackedConvWeights, threads: usize) -> usize {
+    if weights.algo == ConvAlgo::Direct {
+        return super::direct_conv::scratch_len(geom, threads);
+    }
     if weights.wino.is_some() {
         // One shared buffer: Winograd's phases split work inside it.
         return slot_len(geom, weights);
@@ -607,6 +648,17 @@ pub fn conv(
             );
         }
         ConvAlgo::Grouped => super::grouped_conv::grouped_conv(
+            geom,
+            input,
+            &weights.raw,
+            &weights.bias,
+            residual,
+            act,
+            output,
+            scratch,
+        ),
+        ConvAlgo::Direct => super::direct_conv::direct_conv(
+            simd_level(),
             geom,
             input,
             &weights.raw,
@@ -844,7 +896,7 @@ fn gemm_conv(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::kernels::cpu_features::SimdLevel;
     use crate::kernels::test_util::{rand_vec, with_threads};

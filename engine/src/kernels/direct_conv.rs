@@ -1,0 +1,712 @@
+//! Direct convolution for stride-1 2-D convolutions (group 1): an implicit GEMM that reads the
+//! input where it lies instead of copying it into an im2col matrix.
+//!
+//! Why: im2col + a crate GEMM moves every input value `kh·kw` times into the column matrix,
+//! then the crate packs that matrix and the weights again on every call, then a separate pass
+//! applies the epilogue — about a third of the time of Inception-v3's convolutions went to that
+//! data movement (see docs/benchmarks.md). Here:
+//!
+//! 1. The image is copied once into a zero-padded buffer `cin × Hp × Wp` (plus a few floats of
+//!    slack), so every tap of every output is an in-bounds read with no border tests.
+//! 2. Output positions are numbered over the *padded* width: `q = oh·Wp + ow`. For a stride-1
+//!    conv, the input value tap `(ic, i, j)` needs for output `q` then sits at
+//!    `ic·Hp·Wp + q + i·dh·Wp + j·dw`: consecutive outputs read consecutive inputs, so a tile of
+//!    [`NR`] outputs reads one contiguous vector per tap, whatever the kernel shape. Positions
+//!    with `ow ≥ Wo` are computed and thrown away (a fraction `(kw−1)·dw / Wp` of the work).
+//! 3. A register tile of [`MR`] output channels × [`NR`] positions accumulates over all
+//!    `cin·kh·kw` taps in one go (weights packed at load as `K × MR` panels, broadcast; input
+//!    rows loaded as vectors), then the epilogue (bias, residual, activation) writes the valid
+//!    positions straight into the NCHW output.
+//!
+//! Each output value is one tile's full K sum in a fixed order, so results do not depend on the
+//! thread count or on how work is split.
+
+use super::conv::ConvGeometry;
+use super::cpu_features::SimdLevel;
+use super::elementwise::bias_residual_activation_with;
+use super::gemm::SendPtr;
+use crate::ir::Activation;
+use rayon::prelude::*;
+
+/// Output channels per register tile (broadcast operand).
+pub const MR: usize = 6;
+/// Output positions per register tile (two AVX2 vectors).
+pub const NR: usize = 16;
+/// Most kernel taps (`kh·kw`) supported: the tap offset table lives on the stack.
+pub const MAX_TAPS: usize = 64;
+/// Partial-sum floats per worker: output channels × a strip of positions, accumulated over
+/// channel chunks (sized to stay in L2 next to the weight chunk).
+const CBUF_FLOATS: usize = 24 * 1024;
+/// Most multiply-adds per output per channel chunk: each output sums chunk partials (shorter
+/// rounding chains than one K-long sum, like a blocked GEMM).
+const CHUNK_K: usize = 256;
+/// Cache lines of input one tile's channel chunk may touch: they stay in L1 (32 KiB = 512
+/// lines) while every block of output channels reuses them, next to the streaming weights.
+const CHUNK_LINES: usize = 192;
+
+/// Channels per chunk for `g`: at most [`CHUNK_K`] taps and [`CHUNK_LINES`] input lines.
+fn chunk_channels(g: &ConvGeometry) -> usize {
+    let ntaps = g.kernel_size();
+    let l = Layout::new(g);
+    let row_floats = NR + g.dilations[1] * (g.kernel[1] - 1);
+    // An unaligned run of floats spans one more line than its length needs; on narrow planes
+    // the kernel rows of one channel overlap or touch, so the whole span may be fewer lines.
+    let span_floats = g.dilations[0] * (g.kernel[0] - 1) * l.wp + row_floats;
+    let lines_per_channel =
+        (g.kernel[0] * (row_floats.div_ceil(16) + 1)).min(span_floats.div_ceil(16) + 1);
+    (CHUNK_K / ntaps)
+        .min(CHUNK_LINES / lines_per_channel)
+        .clamp(1, g.in_channels.max(1))
+}
+
+/// Whether [`direct_conv`] can compute `g`.
+pub fn applies(g: &ConvGeometry) -> bool {
+    g.in_spatial.len() == 2
+        && g.group == 1
+        && g.strides.iter().all(|&s| s == 1)
+        && g.kernel_size() > 1
+        && g.kernel_size() <= MAX_TAPS
+        && g.out_plane() > 0
+}
+
+/// Most positions computed per useful output (`tiles·NR / (Ho·Wo)`) for which
+/// [`worth_it`] picks the direct kernel: per node, it measured 0.75–0.95× im2col's time with
+/// little overhead (35×35 and 17×17 maps with 3×3, 5×5 and 7×1 kernels) but 1.1–1.3× with a
+/// fifth or more thrown away (8×8 maps with 3×3, 17×17 maps with 1×7).
+const MAX_OVERCOMPUTE: f64 = 1.15;
+
+/// Whether the direct kernel should be the default for `g`: it [`applies`] and computes few
+/// positions that are thrown away.
+pub fn worth_it(g: &ConvGeometry) -> bool {
+    if !applies(g) {
+        return false;
+    }
+    let l = Layout::new(g);
+    (l.tiles() * NR) as f64 <= MAX_OVERCOMPUTE * (l.ho * l.wo) as f64
+}
+
+/// Padded-plane layout of one image for `g`.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    cin: usize,
+    h: usize,
+    w: usize,
+    hp: usize,
+    wp: usize,
+    ho: usize,
+    wo: usize,
+    /// Virtual output positions `ho · wp`.
+    q: usize,
+}
+
+impl Layout {
+    fn new(g: &ConvGeometry) -> Layout {
+        let (h, w) = (g.in_spatial[0], g.in_spatial[1]);
+        let hp = h + g.pads_begin[0] + g.pads_end[0];
+        let wp = w + g.pads_begin[1] + g.pads_end[1];
+        let (ho, wo) = (g.out_spatial[0], g.out_spatial[1]);
+        Layout {
+            cin: g.in_channels,
+            h,
+            w,
+            hp,
+            wp,
+            ho,
+            wo,
+            q: ho * wp,
+        }
+    }
+    fn plane(&self) -> usize {
+        self.hp * self.wp
+    }
+    fn tiles(&self) -> usize {
+        self.q.div_ceil(NR)
+    }
+}
+
+/// Floats of the zero-padded image: `cin × Hp × Wp` plus the slack the last tile's over-read
+/// reaches (its lanes past the last position, shifted by the farthest tap).
+fn padded_len(g: &ConvGeometry) -> usize {
+    let l = Layout::new(g);
+    l.cin * l.plane()
+        + NR
+        + g.dilations[1] * (g.kernel[1] - 1)
+        + g.dilations[0] * (g.kernel[0] - 1) * l.wp
+}
+
+/// Tiles per strip: the strip's partial sums for every output channel fit [`CBUF_FLOATS`].
+fn strip_tiles(g: &ConvGeometry) -> usize {
+    let rows = g.out_channels.div_ceil(MR) * MR;
+    (CBUF_FLOATS / (rows * NR)).clamp(1, Layout::new(g).tiles())
+}
+
+/// Partial-sum floats of one worker.
+fn cbuf_len(g: &ConvGeometry) -> usize {
+    g.out_channels.div_ceil(MR) * MR * NR * strip_tiles(g)
+}
+
+/// Scratch floats [`direct_conv`] needs to run `threads` workers: the padded image plus one
+/// partial-sum buffer per worker (with less, fewer workers run; at least one must fit).
+pub fn scratch_len(g: &ConvGeometry, threads: usize) -> usize {
+    padded_len(g) + cbuf_len(g) * threads.max(1)
+}
+
+/// Packs OIHW weights (`cout × cin·kh·kw`) into `ceil(cout / MR)` panels of `K × MR` floats
+/// (k-major, output channel minor), zero rows past the last channel.
+pub fn pack_weights(g: &ConvGeometry, weights: &[f32]) -> Vec<f32> {
+    let k = g.in_channels * g.kernel_size();
+    let blocks = g.out_channels.div_ceil(MR);
+    let mut packed = vec![0.0f32; blocks * k * MR];
+    for (b, panel) in packed.chunks_mut(k * MR).enumerate() {
+        for r in 0..MR {
+            let oc = b * MR + r;
+            if oc >= g.out_channels {
+                break;
+            }
+            for (kk, &v) in weights[oc * k..(oc + 1) * k].iter().enumerate() {
+                panel[kk * MR + r] = v;
+            }
+        }
+    }
+    packed
+}
+
+/// One unit of parallel work: output-channel blocks `b0..b1` × tiles `t0..t1`.
+#[derive(Clone, Copy)]
+struct Item {
+    b0: usize,
+    b1: usize,
+    t0: usize,
+    t1: usize,
+}
+
+/// Runs the convolution (see the module docs). Preconditions (checked by `conv::conv`):
+/// [`applies`]`(g)`, lengths of `input`/`output`/`residual` match `g`, `packed` comes from
+/// [`pack_weights`] for `g`, `bias` has `cout` values, `scratch` has at least
+/// [`scratch_len`]`(g, 1)` floats.
+#[allow(clippy::too_many_arguments)]
+pub fn direct_conv(
+    level: SimdLevel,
+    g: &ConvGeometry,
+    input: &[f32],
+    packed: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    act: Activation,
+    output: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let l = Layout::new(g);
+    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+    let ntaps = kh * kw;
+    let mut taps = [0usize; MAX_TAPS];
+    for i in 0..kh {
+        for j in 0..kw {
+            taps[i * kw + j] = i * g.dilations[0] * l.wp + j * g.dilations[1];
+        }
+    }
+    let taps = &taps[..ntaps];
+    let mut row_offs = [0usize; MAX_TAPS];
+    for (i, r) in row_offs.iter_mut().take(kh).enumerate() {
+        *r = taps[i * kw];
+    }
+    let rows = &row_offs[..kh];
+    let k = l.cin * ntaps;
+    let cout = g.out_channels;
+    let blocks = cout.div_ceil(MR);
+    let in_img = l.cin * l.h * l.w;
+    let out_plane = l.ho * l.wo;
+    let out_img = cout * out_plane;
+    let chunk_ch = chunk_channels(g);
+    let (padded, cbufs) = scratch.split_at_mut(padded_len(g));
+    let cbuf = cbuf_len(g);
+    let threads = rayon::current_num_threads().max(1);
+
+    // Work split: strips of tiles whose partial sums fit the worker's buffer, then blocks of
+    // output channels split further only when there are too few strips for the threads.
+    let tiles = l.tiles();
+    let strip = strip_tiles(g);
+    let strips = tiles.div_ceil(strip);
+    let block_parts = (3 * threads).div_ceil(strips).clamp(1, blocks);
+    let blocks_per_part = blocks.div_ceil(block_parts);
+    let item_count = strips * blocks.div_ceil(blocks_per_part);
+    let workers = (cbufs.len() / cbuf.max(1))
+        .clamp(1, threads)
+        .min(item_count);
+
+    for n in 0..g.batch {
+        let img = &input[n * in_img..(n + 1) * in_img];
+        pad_image(&l, g, img, padded);
+        let padded: &[f32] = padded;
+        let out_ptr = SendPtr(output[n * out_img..(n + 1) * out_img].as_mut_ptr());
+        let res = residual.map(|r| &r[n * out_img..(n + 1) * out_img]);
+        let item = |i: usize| -> Item {
+            let (s, p) = (i % strips, i / strips);
+            Item {
+                b0: p * blocks_per_part,
+                b1: ((p + 1) * blocks_per_part).min(blocks),
+                t0: s * strip,
+                t1: ((s + 1) * strip).min(tiles),
+            }
+        };
+        let run = |it: Item, acc: &mut [f32]| {
+            let nt = it.t1 - it.t0;
+            let mut c0 = 0;
+            while c0 < l.cin {
+                let cc = chunk_ch.min(l.cin - c0);
+                let first = c0 == 0;
+                let last = c0 + cc == l.cin;
+                for t in it.t0..it.t1 {
+                    let q0 = t * NR;
+                    let x = &padded[c0 * l.plane() + q0..];
+                    for b in it.b0..it.b1 {
+                        let a = &packed[b * k * MR + c0 * ntaps * MR..(b + 1) * k * MR];
+                        let slot = ((b - it.b0) * nt + (t - it.t0)) * MR * NR;
+                        let tile = as_tile(&mut acc[slot..slot + MR * NR]);
+                        let pf = if b == it.b0 { rows } else { &[][..] };
+                        compute_tile(level, &l, cc, taps, a, x, tile, first, pf);
+                        if last {
+                            let rows = MR.min(cout - b * MR);
+                            // SAFETY: the item writes output channels b·MR.. (`rows` of them)
+                            // at the valid positions of tile t; items are disjoint (block,
+                            // tile) sets, so no other thread writes these values, and `output`
+                            // outlives the scope.
+                            unsafe {
+                                store_tile(
+                                    level,
+                                    &l,
+                                    q0,
+                                    &tile[..rows],
+                                    &bias[b * MR..b * MR + rows],
+                                    res.map(|r| &r[b * MR * out_plane..]),
+                                    act,
+                                    { out_ptr }.0.add(b * MR * out_plane),
+                                )
+                            };
+                        }
+                    }
+                }
+                c0 += cc;
+            }
+        };
+        if workers <= 1 {
+            let acc = &mut cbufs[..cbuf];
+            (0..item_count).for_each(|i| run(item(i), acc));
+        } else {
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            cbufs[..cbuf * workers]
+                .par_chunks_mut(cbuf)
+                .for_each(|acc| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= item_count {
+                        break;
+                    }
+                    run(item(i), acc);
+                });
+        }
+    }
+}
+
+/// Views `MR·NR` floats as a register tile.
+fn as_tile(s: &mut [f32]) -> &mut [[f32; NR]; MR] {
+    let arr: &mut [f32; MR * NR] = s.try_into().expect("tile slice has MR*NR floats");
+    // SAFETY: [f32; MR*NR] and [[f32; NR]; MR] have the same size, alignment and layout.
+    unsafe { &mut *(arr as *mut [f32; MR * NR] as *mut [[f32; NR]; MR]) }
+}
+
+/// Copies one NCHW image into the zero-padded `cin × Hp × Wp` layout (and zeroes the slack).
+fn pad_image(l: &Layout, g: &ConvGeometry, img: &[f32], padded: &mut [f32]) {
+    let plane = l.plane();
+    let (pt, pl) = (g.pads_begin[0], g.pads_begin[1]);
+    let body = l.cin * plane;
+    let (planes, slack) = padded.split_at_mut(body);
+    slack.fill(0.0);
+    let copy = |(c, dst): (usize, &mut [f32])| {
+        let src = &img[c * l.h * l.w..(c + 1) * l.h * l.w];
+        dst[..pt * l.wp].fill(0.0);
+        for (y, srow) in src.chunks_exact(l.w).enumerate() {
+            let row = &mut dst[(pt + y) * l.wp..(pt + y + 1) * l.wp];
+            row[..pl].fill(0.0);
+            row[pl..pl + l.w].copy_from_slice(srow);
+            row[pl + l.w..].fill(0.0);
+        }
+        dst[(pt + l.h) * l.wp..].fill(0.0);
+    };
+    if body >= 1 << 16 && rayon::current_num_threads() > 1 {
+        planes.par_chunks_mut(plane).enumerate().for_each(copy);
+    } else {
+        planes.chunks_mut(plane).enumerate().for_each(copy);
+    }
+}
+
+/// `tile[r][j] (+)= Σ_k panel[k][r] · x[off(k) + j]` over `cc` channels (`x[0]` is the first
+/// channel's row at the tile's first position); `first` overwrites instead of adding.
+#[allow(clippy::too_many_arguments)]
+fn compute_tile(
+    level: SimdLevel,
+    l: &Layout,
+    cc: usize,
+    taps: &[usize],
+    panel: &[f32],
+    x: &[f32],
+    tile: &mut [[f32; NR]; MR],
+    first: bool,
+    prefetch_rows: &[usize],
+) {
+    let plane = l.plane();
+    // Offsets grow with the tap index (a row step Wp exceeds any in-row offset).
+    let reach = (cc - 1) * plane + taps.last().copied().unwrap_or(0) + NR;
+    assert!(cc >= 1 && x.len() >= reach && panel.len() >= cc * taps.len() * MR);
+    #[cfg(target_arch = "x86_64")]
+    if level >= SimdLevel::Avx2 {
+        // SAFETY: AVX2+FMA present (the level never exceeds the detected one); the assert above
+        // bounds every read: channel c's taps read x[c·plane + off .. + NR] ≤ reach, and the
+        // panel holds cc·taps·MR floats.
+        unsafe {
+            avx2::tile_6x16(
+                cc,
+                plane,
+                taps,
+                panel.as_ptr(),
+                x.as_ptr(),
+                tile,
+                first,
+                prefetch_rows,
+            )
+        };
+        return;
+    }
+    let _ = level;
+    if first {
+        *tile = [[0.0; NR]; MR];
+    }
+    let mut a = panel.chunks_exact(MR);
+    for c in 0..cc {
+        let xc = &x[c * plane..];
+        for &off in taps {
+            let Some(av) = a.next() else { return };
+            let xv = &xc[off..off + NR];
+            for (row, &w) in tile.iter_mut().zip(av) {
+                for (acc, &xx) in row.iter_mut().zip(xv) {
+                    *acc += w * xx;
+                }
+            }
+        }
+    }
+}
+
+/// Writes the valid positions of a computed tile (rows = output channels of this block) into
+/// the output with the epilogue applied.
+///
+/// # Safety
+/// `out` points to the first of `tile.len()` output channel planes (`ho·wo` floats each) that
+/// the caller may write; `residual`, when given, has the same layout from the same channel.
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_tile(
+    level: SimdLevel,
+    l: &Layout,
+    q0: usize,
+    tile: &[[f32; NR]],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    act: Activation,
+    out: *mut f32,
+) {
+    let plane_out = l.ho * l.wo;
+    let mut j = 0;
+    while j < NR {
+        let q = q0 + j;
+        let (oh, ow) = (q / l.wp, q % l.wp);
+        if oh >= l.ho {
+            break;
+        }
+        if ow >= l.wo {
+            j += l.wp - ow;
+            continue;
+        }
+        let len = (l.wo - ow).min(NR - j);
+        let dst0 = oh * l.wo + ow;
+        for (r, row) in tile.iter().enumerate() {
+            // SAFETY: channel r's plane has plane_out floats and dst0 + len ≤ plane_out because
+            // oh < ho and ow + len ≤ wo; the caller owns these positions.
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.add(r * plane_out + dst0), len) };
+            let res = residual.map(|x| &x[r * plane_out + dst0..r * plane_out + dst0 + len]);
+            epilogue_run(level, dst, &row[j..j + len], bias[r], res, act);
+        }
+        j += len;
+    }
+}
+
+/// `dst = act(src + bias + residual)` for one run of positions; the common activations inline
+/// (the call per run would cost as much as the run), the others through the shared kernel.
+#[inline(always)]
+fn epilogue_run(
+    level: SimdLevel,
+    dst: &mut [f32],
+    src: &[f32],
+    bias: f32,
+    residual: Option<&[f32]>,
+    act: Activation,
+) {
+    let relu = |v: f32| if v < 0.0 { 0.0 } else { v };
+    match (residual, act) {
+        (None, Activation::None) => dst.iter_mut().zip(src).for_each(|(d, s)| *d = s + bias),
+        (None, Activation::Relu) => dst
+            .iter_mut()
+            .zip(src)
+            .for_each(|(d, s)| *d = relu(s + bias)),
+        (Some(r), Activation::None) => dst
+            .iter_mut()
+            .zip(src.iter().zip(r))
+            .for_each(|(d, (s, r))| *d = s + (bias + r)),
+        (Some(r), Activation::Relu) => dst
+            .iter_mut()
+            .zip(src.iter().zip(r))
+            .for_each(|(d, (s, r))| *d = relu(s + (bias + r))),
+        _ => {
+            dst.copy_from_slice(src);
+            bias_residual_activation_with(level, dst, bias, residual, act);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{MR, NR};
+    use std::arch::x86_64::*;
+
+    /// The 6×16 register tile: 12 accumulators, two input vectors and one broadcast weight.
+    ///
+    /// # Safety
+    /// Requires AVX2 and FMA. `a` holds `cin·taps.len()·MR` floats (`cin` = the chunk's channels); for every channel `c < cin`
+    /// and tap offset `o`, `x + c·plane + o .. + NR` is readable.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn tile_6x16(
+        cin: usize,
+        plane: usize,
+        taps: &[usize],
+        a: *const f32,
+        x: *const f32,
+        tile: &mut [[f32; NR]; MR],
+        first: bool,
+        prefetch_rows: &[usize],
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        if !first {
+            for (accr, row) in acc.iter_mut().zip(tile.iter()) {
+                accr[0] = _mm256_loadu_ps(row.as_ptr());
+                accr[1] = _mm256_loadu_ps(row.as_ptr().add(8));
+            }
+        }
+        let mut a = a;
+        for c in 0..cin {
+            let xc = x.add(c * plane);
+            // The next tile's input (16 positions on) is new to L1 in most rows: fetch it while
+            // this one computes. Prefetches never fault, so reaching past the buffer is fine.
+            for &row in prefetch_rows {
+                let p = xc.wrapping_add(row + NR) as *const i8;
+                _mm_prefetch::<_MM_HINT_T0>(p);
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
+            }
+            for &off in taps {
+                let p = xc.add(off);
+                let x0 = _mm256_loadu_ps(p);
+                let x1 = _mm256_loadu_ps(p.add(8));
+                for (r, accr) in acc.iter_mut().enumerate() {
+                    let w = _mm256_broadcast_ss(&*a.add(r));
+                    accr[0] = _mm256_fmadd_ps(w, x0, accr[0]);
+                    accr[1] = _mm256_fmadd_ps(w, x1, accr[1]);
+                }
+                a = a.add(MR);
+            }
+        }
+        for (row, accr) in tile.iter_mut().zip(&acc) {
+            _mm256_storeu_ps(row.as_mut_ptr(), accr[0]);
+            _mm256_storeu_ps(row.as_mut_ptr().add(8), accr[1]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::conv::{conv, conv_scratch_len, ConvGemm, PackedConvWeights};
+    use crate::kernels::gemm::GemmBackend;
+    use crate::kernels::test_util::{rand_vec, with_threads};
+
+    /// (batch, cin, h, w, cout, kernel, dilation, pads_begin, pads_end)
+    type Case = (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        [usize; 2],
+        [usize; 2],
+        [usize; 2],
+        [usize; 2],
+    );
+
+    fn cases() -> Vec<Case> {
+        vec![
+            (1, 3, 9, 11, 5, [3, 3], [1, 1], [1, 1], [1, 1]),
+            (2, 8, 7, 7, 13, [3, 3], [1, 1], [0, 2], [2, 0]),
+            (1, 48, 12, 13, 20, [5, 5], [1, 1], [2, 2], [2, 2]),
+            (1, 40, 9, 9, 12, [1, 7], [1, 1], [0, 3], [0, 3]),
+            (1, 40, 9, 9, 7, [7, 1], [1, 1], [3, 0], [3, 0]),
+            (1, 6, 10, 10, 6, [3, 3], [2, 3], [2, 3], [2, 3]),
+            (1, 2, 3, 3, 1, [2, 2], [1, 1], [0, 0], [0, 0]),
+            (1, 1, 1, 1, 4, [3, 3], [1, 1], [1, 1], [1, 1]),
+            // Several channel chunks, many blocks and strips, ragged last tile.
+            (1, 70, 15, 17, 50, [3, 3], [1, 1], [1, 1], [1, 1]),
+            (2, 300, 5, 6, 7, [3, 1], [1, 1], [1, 0], [1, 0]),
+        ]
+    }
+
+    #[test]
+    fn direct_matches_f64_reference_every_level_and_thread_count() {
+        use crate::kernels::conv::tests::conv_ref;
+        let acts = [
+            Activation::Relu,
+            Activation::None,
+            Activation::Clip(-0.5, 0.7),
+        ];
+        for (ci, (b, cin, h, w, cout, k, d, pb, pe)) in cases().into_iter().enumerate() {
+            let g = ConvGeometry::new(b, cin, &[h, w], cout, &k, &[1, 1], &d, &pb, &pe, 1)
+                .expect("valid case");
+            assert!(applies(&g), "case {ci}");
+            let x = rand_vec(g.input_len(), 100 + ci as u64);
+            let wt = rand_vec(g.weight_len(), 200 + ci as u64);
+            let bias = rand_vec(cout, 300 + ci as u64);
+            let res = rand_vec(g.output_len(), 400 + ci as u64);
+            let want = conv_ref(&g, &x, &wt, Some(&bias));
+            let tol = 2e-6 * ((cin * k[0] * k[1]) as f64).sqrt() * 8.0 + 1e-5;
+            let packed = pack_weights(&g, &wt);
+            let act = acts[ci % acts.len()];
+            for level in SimdLevel::available() {
+                let mut first: Option<Vec<f32>> = None;
+                for (threads, slots) in [(1, 1), (2, 2), (2, 1)] {
+                    let mut out = vec![f32::NAN; g.output_len()];
+                    let mut scratch = vec![f32::NAN; scratch_len(&g, slots)];
+                    with_threads(threads, || {
+                        direct_conv(
+                            level,
+                            &g,
+                            &x,
+                            &packed,
+                            &bias,
+                            Some(&res),
+                            act,
+                            &mut out,
+                            &mut scratch,
+                        )
+                    });
+                    let mut err = 0.0f64;
+                    for (i, &o) in out.iter().enumerate() {
+                        let e = act.apply((want[i] + res[i] as f64) as f32) as f64;
+                        err = err.max((o as f64 - e).abs());
+                        assert!(o.is_finite(), "case {ci} {level:?}: output {i} not written");
+                    }
+                    assert!(
+                        err < tol,
+                        "case {ci} {level:?} t{threads}: err {err} tol {tol}"
+                    );
+                    // Each output is one tile's sum in a fixed order: identical bits whatever
+                    // the thread count or the number of partial-sum buffers.
+                    match &first {
+                        None => first = Some(out),
+                        Some(f) => assert!(
+                            f.iter().zip(&out).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "case {ci} {level:?}: t{threads}/{slots} slots changed the result"
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn conv_picks_direct_only_where_little_work_is_thrown_away() {
+        let geom = |h: usize, k: [usize; 2], p: [usize; 2], s: usize| {
+            ConvGeometry::new(1, 64, &[h, h], 64, &k, &[s, s], &[1, 1], &p, &p, 1).expect("geom")
+        };
+        // 35×35 with 3×3: 37/35 of the positions computed.
+        assert!(worth_it(&geom(35, [3, 3], [1, 1], 1)));
+        // 7×1 keeps the width: nothing thrown away.
+        assert!(worth_it(&geom(17, [7, 1], [3, 0], 1)));
+        // 1×7 on 17 wide computes 23 columns per 17 kept; 8×8 with 3×3 computes 10 per 8.
+        assert!(!worth_it(&geom(17, [1, 7], [0, 3], 1)));
+        assert!(!worth_it(&geom(8, [3, 3], [1, 1], 1)));
+        // Not applicable: stride 2, 1×1, groups.
+        assert!(!applies(&geom(35, [3, 3], [1, 1], 2)));
+        assert!(!applies(&geom(35, [1, 1], [0, 0], 1)));
+        let grouped = ConvGeometry::new(
+            1,
+            64,
+            &[9, 9],
+            64,
+            &[3, 3],
+            &[1, 1],
+            &[1, 1],
+            &[1, 1],
+            &[1, 1],
+            2,
+        )
+        .expect("geom");
+        assert!(!applies(&grouped));
+    }
+
+    /// Dev timing helper: direct vs im2col + crate GEMM on Inception/ResNet shapes.
+    #[test]
+    #[ignore = "timing helper for development; run with --ignored --nocapture in release"]
+    fn time_direct_vs_im2col() {
+        let shapes = [
+            (32, 64, 147, 147, [3, 3], [1, 1]),
+            (384, 384, 8, 8, [3, 1], [1, 0]),
+            (192, 192, 17, 17, [1, 7], [0, 3]),
+            (192, 192, 17, 17, [7, 1], [3, 0]),
+            (48, 64, 35, 35, [5, 5], [2, 2]),
+            (64, 96, 35, 35, [3, 3], [1, 1]),
+            (64, 64, 56, 56, [3, 3], [1, 1]),
+            (448, 384, 8, 8, [3, 3], [1, 1]),
+        ];
+        for (cin, cout, h, w, k, p) in shapes {
+            let g = ConvGeometry::new(1, cin, &[h, w], cout, &k, &[1, 1], &[1, 1], &p, &p, 1)
+                .expect("geometry");
+            let x = rand_vec(g.input_len(), 1);
+            let wt = rand_vec(g.weight_len(), 2);
+            let mut line = format!("{cin}->{cout} {h}x{w} k{k:?}:");
+            let packs = [
+                PackedConvWeights::with_gemm(&g, &wt, None, ConvGemm::Crate(GemmBackend::Gemm)),
+                PackedConvWeights::with_direct(&g, &wt, None),
+            ]
+            .map(|p| p.expect("pack"));
+            let mut out = vec![0.0; g.output_len()];
+            let mut scratch = vec![
+                0.0;
+                conv_scratch_len(&g, &packs[1], 1)
+                    .max(conv_scratch_len(&g, &packs[0], 1))
+            ];
+            // Interleaved rounds, best time of each: the machine is shared and noisy.
+            let mut best = [f64::MAX; 2];
+            with_threads(1, || {
+                for _ in 0..8 {
+                    for (pw, b) in packs.iter().zip(best.iter_mut()) {
+                        for _ in 0..5 {
+                            let t = std::time::Instant::now();
+                            conv(&g, &x, pw, None, Activation::Relu, &mut out, &mut scratch)
+                                .expect("conv");
+                            *b = b.min(t.elapsed().as_secs_f64());
+                        }
+                    }
+                }
+            });
+            for (pw, b) in packs.iter().zip(best) {
+                let gf = 2.0 * g.macs() as f64 / b / 1e9;
+                line += &format!(" {:?} {:.3} ms {gf:.1} GF/s;", pw.algo(), b * 1e3);
+            }
+            println!("{line}");
+        }
+    }
+}
