@@ -15,11 +15,12 @@
 //!   direct kernel [`super::grouped_conv`] (ResNeXt's 3×3 convs).
 //! - [`ConvAlgo::Pointwise`] (all kernel dims 1, stride 1, no pad): the input already is the
 //!   GEMM's right-hand matrix `X[cin_g × ∏spatial]`.
-//! - [`ConvAlgo::Direct`] (2-D, group 1, stride 1, kernel larger than 1×1, where at most
-//!   15% of the computed positions are thrown away, see [`super::direct_conv::worth_it`]):
-//!   [`super::direct_conv`], an implicit GEMM over a zero-padded copy of the image with the
-//!   epilogue in its store; no im2col, no per-call packing. `ENGINE_CONV_ALGO=im2col` turns it
-//!   off, `direct` forces it wherever it applies.
+//! - [`ConvAlgo::Direct`] (2-D, group 1, kernel larger than 1×1, where at most 15% of the
+//!   computed positions are thrown away and strided convs have at most 256 output channels,
+//!   see [`super::direct_conv::worth_it`]): [`super::direct_conv`], an implicit GEMM over a
+//!   zero-padded (for strides: phase-split) copy of the image with the epilogue in its store;
+//!   no im2col, no per-call packing. `ENGINE_CONV_ALGO=im2col` or `ENGINE_DIRECT_CONV=off`
+//!   turn it off, `ENGINE_CONV_ALGO=direct` forces it wherever it applies.
 //! - [`ConvAlgo::Im2col`] (everything else): im2col of a block of output columns into
 //!   scratch, then GEMM. Blocking over columns keeps scratch to a few hundred KiB per thread.
 //! - [`ConvAlgo::Winograd`] (2-D 3×3, stride 1, dilation 1, group 1, at least
@@ -333,6 +334,8 @@ impl PackedConvWeights {
         let direct = match algo_env.as_deref() {
             Some("im2col" | "winograd" | "winograd2" | "winograd4") => false,
             Some("direct") => super::direct_conv::applies(geom),
+            // `ENGINE_DIRECT_CONV=off` keeps the rest of the default choice (A/B runs).
+            _ if std::env::var("ENGINE_DIRECT_CONV").is_ok_and(|v| v == "off") => false,
             _ => super::direct_conv::worth_it(geom),
         };
         if wino.is_none() && direct {

@@ -1,4 +1,4 @@
-//! Direct convolution for stride-1 2-D convolutions (group 1): an implicit GEMM that reads the
+//! Direct convolution for 2-D convolutions (group 1): an implicit GEMM that reads the
 //! input where it lies instead of copying it into an im2col matrix.
 //!
 //! Why: im2col + a crate GEMM moves every input value `kh·kw` times into the column matrix,
@@ -7,19 +7,23 @@
 //! data movement (see docs/benchmarks.md). Here:
 //!
 //! 1. The image is copied once into a zero-padded buffer `cin × Hp × Wp` (plus a few floats of
-//!    slack), so every tap of every output is an in-bounds read with no border tests.
-//! 2. Output positions are numbered over the *padded* width: `q = oh·Wp + ow`. For a stride-1
-//!    conv, the input value tap `(ic, i, j)` needs for output `q` then sits at
-//!    `ic·Hp·Wp + q + i·dh·Wp + j·dw`: consecutive outputs read consecutive inputs, so a tile of
-//!    [`NR`] outputs reads one contiguous vector per tap, whatever the kernel shape. Positions
-//!    with `ow ≥ Wo` are computed and thrown away (a fraction `(kw−1)·dw / Wp` of the work).
-//! 3. A register tile of [`MR`] output channels × [`NR`] positions accumulates over all
-//!    `cin·kh·kw` taps in one go (weights packed at load as `K × MR` panels, broadcast; input
-//!    rows loaded as vectors), then the epilogue (bias, residual, activation) writes the valid
-//!    positions straight into the NCHW output.
+//!    slack), so every tap of every output is an in-bounds read with no border tests. With
+//!    strides `sh × sw` the padded image is split into `sh·sw` phase planes (rows `a, a+sh, ..`
+//!    × columns `b, b+sw, ..`) so a strided conv reads like a stride-1 one.
+//! 2. Output positions are numbered over the (phase) plane width: `q = oh·Ws + ow`. The input
+//!    value tap `(ic, i, j)` needs for output `q` then sits at `q + offset(ic, i, j)`:
+//!    consecutive outputs read consecutive inputs, so a tile of [`NR`] outputs reads one
+//!    contiguous vector per tap, whatever the kernel shape. Positions with `ow ≥ Wo` are
+//!    computed and thrown away (a fraction `(Ws − Wo) / Ws` of the work).
+//! 3. A register tile of [`MR`] output channels × [`NR`] positions accumulates over a chunk of
+//!    input channels (weights packed at load as `K × MR` panels, broadcast; input rows loaded
+//!    as vectors, the next tile's rows prefetched). Chunks are sized so the tile's input rows
+//!    stay in L1 while every block of output channels reuses them; partial sums wait in a
+//!    per-worker buffer, and after the last chunk the epilogue (bias, residual, activation)
+//!    writes the valid positions straight into the NCHW output.
 //!
-//! Each output value is one tile's full K sum in a fixed order, so results do not depend on the
-//! thread count or on how work is split.
+//! Each output value is the same chunked sum in the same order whatever the thread count or
+//! the work split, so results are bit-identical across thread counts.
 
 use super::conv::ConvGeometry;
 use super::cpu_features::SimdLevel;
@@ -46,26 +50,31 @@ const CHUNK_LINES: usize = 192;
 
 /// Channels per chunk for `g`: at most [`CHUNK_K`] taps and [`CHUNK_LINES`] input lines.
 fn chunk_channels(g: &ConvGeometry) -> usize {
-    let ntaps = g.kernel_size();
     let l = Layout::new(g);
-    let row_floats = NR + g.dilations[1] * (g.kernel[1] - 1);
-    // An unaligned run of floats spans one more line than its length needs; on narrow planes
-    // the kernel rows of one channel overlap or touch, so the whole span may be fewer lines.
-    let span_floats = g.dilations[0] * (g.kernel[0] - 1) * l.wp + row_floats;
-    let lines_per_channel =
-        (g.kernel[0] * (row_floats.div_ceil(16) + 1)).min(span_floats.div_ceil(16) + 1);
-    (CHUNK_K / ntaps)
-        .min(CHUNK_LINES / lines_per_channel)
+    let mut taps = [0usize; MAX_TAPS];
+    let taps = l.taps(g, &mut taps);
+    let lo = taps.iter().copied().min().unwrap_or(0);
+    let hi = taps.iter().copied().max().unwrap_or(0);
+    // Each distinct input row a tile reads is a run of NR + (column reach) floats, which spans
+    // one more line than its length needs when unaligned; on narrow planes the rows of one
+    // channel overlap or touch, so the whole span may be fewer lines.
+    let row_floats = NR + l.col_reach;
+    let row_lines = l.rows_per_channel * (row_floats.div_ceil(16) + 1);
+    let span_lines = (hi - lo + NR).div_ceil(16) + 1;
+    (CHUNK_K / taps.len())
+        .min(CHUNK_LINES / row_lines.min(span_lines))
         .clamp(1, g.in_channels.max(1))
 }
 
-/// Whether [`direct_conv`] can compute `g`.
+/// Whether [`direct_conv`] can compute `g`: 2-D, one group, at most [`MAX_TAPS`] taps, and not
+/// a plain 1×1 stride-1 conv (that one is already a GEMM on the input).
 pub fn applies(g: &ConvGeometry) -> bool {
     g.in_spatial.len() == 2
         && g.group == 1
-        && g.strides.iter().all(|&s| s == 1)
-        && g.kernel_size() > 1
         && g.kernel_size() <= MAX_TAPS
+        && !(g.kernel_size() == 1 && g.strides.iter().all(|&s| s == 1))
+        && g.strides.iter().all(|&s| (1..=4).contains(&s))
+        // (at most 16 phase planes: `pad_image` tracks them in a bit mask)
         && g.out_plane() > 0
 }
 
@@ -75,28 +84,46 @@ pub fn applies(g: &ConvGeometry) -> bool {
 /// fifth or more thrown away (8×8 maps with 3×3, 17×17 maps with 1×7).
 const MAX_OVERCOMPUTE: f64 = 1.15;
 
-/// Whether the direct kernel should be the default for `g`: it [`applies`] and computes few
-/// positions that are thrown away.
+/// Most output channels of a strided conv for which [`worth_it`] picks the direct kernel.
+/// Single-conv timings (interleaved, best of 40, 1 thread): 3×3/2 with 96 and 128 channels
+/// 0.71–0.91× im2col's time, the 7×7/2 stem 0.71–0.84×, but Inception's 288→384 3×3/2
+/// 1.06–1.07× (its tall channel strips leave little of L1 to the input rows of a tile).
+const MAX_STRIDED_COUT: usize = 256;
+
+/// Whether the direct kernel should be the default for `g`: it [`applies`], the kernel is
+/// larger than 1×1, few computed positions are thrown away and, when strided, the conv is not
+/// wider than [`MAX_STRIDED_COUT`]. 1×1 stride-2 shortcuts measured 1.1–1.5× im2col's time.
 pub fn worth_it(g: &ConvGeometry) -> bool {
-    if !applies(g) {
+    let strided = g.strides.iter().any(|&s| s > 1);
+    if !applies(g) || g.kernel_size() == 1 || (strided && g.out_channels > MAX_STRIDED_COUT) {
         return false;
     }
     let l = Layout::new(g);
     (l.tiles() * NR) as f64 <= MAX_OVERCOMPUTE * (l.ho * l.wo) as f64
 }
 
-/// Padded-plane layout of one image for `g`.
+/// Layout of one image in scratch. The zero-padded image (`Hp × Wp`) is split into
+/// `sh·sw` phase planes of `Hs × Ws` (phase `(a, b)` holds padded rows `a, a+sh, ..` and
+/// columns `b, b+sw, ..`), so that a strided conv reads, for each tap, consecutive floats of one
+/// phase plane for consecutive outputs — the stride-1 case is one phase, the padded image.
 #[derive(Debug, Clone, Copy)]
 struct Layout {
     cin: usize,
     h: usize,
     w: usize,
-    hp: usize,
-    wp: usize,
+    sh: usize,
+    sw: usize,
+    /// Phase plane rows and columns (`ceil(Hp / sh)`, `ceil(Wp / sw)`).
+    hs: usize,
+    ws: usize,
     ho: usize,
     wo: usize,
-    /// Virtual output positions `ho · wp`.
-    q: usize,
+    /// Floats per channel: `sh·sw·hs·ws`.
+    chan: usize,
+    /// Farthest column offset of a tap inside its phase row.
+    col_reach: usize,
+    /// Distinct (phase, row) pairs the taps of one channel read.
+    rows_per_channel: usize,
 }
 
 impl Layout {
@@ -104,34 +131,58 @@ impl Layout {
         let (h, w) = (g.in_spatial[0], g.in_spatial[1]);
         let hp = h + g.pads_begin[0] + g.pads_end[0];
         let wp = w + g.pads_begin[1] + g.pads_end[1];
+        let (sh, sw) = (g.strides[0], g.strides[1]);
+        let (hs, ws) = (hp.div_ceil(sh), wp.div_ceil(sw));
         let (ho, wo) = (g.out_spatial[0], g.out_spatial[1]);
+        let col_phases = g.kernel[1].min(sw / gcd(sw, g.dilations[1]));
         Layout {
             cin: g.in_channels,
             h,
             w,
-            hp,
-            wp,
+            sh,
+            sw,
+            hs,
+            ws,
             ho,
             wo,
-            q: ho * wp,
+            chan: sh * sw * hs * ws,
+            col_reach: g.dilations[1] * (g.kernel[1] - 1) / sw,
+            rows_per_channel: g.kernel[0] * col_phases,
         }
     }
-    fn plane(&self) -> usize {
-        self.hp * self.wp
-    }
     fn tiles(&self) -> usize {
-        self.q.div_ceil(NR)
+        (self.ho * self.ws).div_ceil(NR)
+    }
+    /// Offsets of the taps (OIHW order) from a channel's start to the float output `q = 0`
+    /// reads; output `q = oh·ws + ow` reads `offset + q`.
+    fn taps<'a>(&self, g: &ConvGeometry, buf: &'a mut [usize; MAX_TAPS]) -> &'a [usize] {
+        let (kh, kw) = (g.kernel[0], g.kernel[1]);
+        for i in 0..kh {
+            let vi = i * g.dilations[0];
+            for j in 0..kw {
+                let vj = j * g.dilations[1];
+                let phase = (vi % self.sh) * self.sw + vj % self.sw;
+                buf[i * kw + j] =
+                    phase * self.hs * self.ws + (vi / self.sh) * self.ws + vj / self.sw;
+            }
+        }
+        &buf[..kh * kw]
     }
 }
 
-/// Floats of the zero-padded image: `cin × Hp × Wp` plus the slack the last tile's over-read
-/// reaches (its lanes past the last position, shifted by the farthest tap).
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Floats of the phase-split padded image plus the slack the last tile's over-read reaches
+/// (its lanes past the last position, shifted by the farthest column offset).
 fn padded_len(g: &ConvGeometry) -> usize {
     let l = Layout::new(g);
-    l.cin * l.plane()
-        + NR
-        + g.dilations[1] * (g.kernel[1] - 1)
-        + g.dilations[0] * (g.kernel[0] - 1) * l.wp
+    l.cin * l.chan + NR + l.col_reach
 }
 
 /// Tiles per strip: the strip's partial sums for every output channel fit [`CBUF_FLOATS`].
@@ -197,20 +248,20 @@ pub fn direct_conv(
     scratch: &mut [f32],
 ) {
     let l = Layout::new(g);
-    let (kh, kw) = (g.kernel[0], g.kernel[1]);
-    let ntaps = kh * kw;
-    let mut taps = [0usize; MAX_TAPS];
-    for i in 0..kh {
-        for j in 0..kw {
-            taps[i * kw + j] = i * g.dilations[0] * l.wp + j * g.dilations[1];
+    let mut tap_buf = [0usize; MAX_TAPS];
+    let taps = l.taps(g, &mut tap_buf);
+    let ntaps = taps.len();
+    // Prefetch targets: the first tap of each distinct (phase, row) the taps read.
+    let mut row_buf = [0usize; MAX_TAPS];
+    let mut nrows = 0;
+    for &t in taps {
+        let row = t - t % l.ws.max(1);
+        if !row_buf[..nrows].iter().any(|&r| r - r % l.ws.max(1) == row) {
+            row_buf[nrows] = t;
+            nrows += 1;
         }
     }
-    let taps = &taps[..ntaps];
-    let mut row_offs = [0usize; MAX_TAPS];
-    for (i, r) in row_offs.iter_mut().take(kh).enumerate() {
-        *r = taps[i * kw];
-    }
-    let rows = &row_offs[..kh];
+    let rows = &row_buf[..nrows];
     let k = l.cin * ntaps;
     let cout = g.out_channels;
     let blocks = cout.div_ceil(MR);
@@ -258,7 +309,7 @@ pub fn direct_conv(
                 let last = c0 + cc == l.cin;
                 for t in it.t0..it.t1 {
                     let q0 = t * NR;
-                    let x = &padded[c0 * l.plane() + q0..];
+                    let x = &padded[c0 * l.chan + q0..];
                     for b in it.b0..it.b1 {
                         let a = &packed[b * k * MR + c0 * ntaps * MR..(b + 1) * k * MR];
                         let slot = ((b - it.b0) * nt + (t - it.t0)) * MR * NR;
@@ -314,28 +365,60 @@ fn as_tile(s: &mut [f32]) -> &mut [[f32; NR]; MR] {
     unsafe { &mut *(arr as *mut [f32; MR * NR] as *mut [[f32; NR]; MR]) }
 }
 
-/// Copies one NCHW image into the zero-padded `cin × Hp × Wp` layout (and zeroes the slack).
+/// Copies one NCHW image into the phase-split zero-padded layout (and zeroes the slack).
 fn pad_image(l: &Layout, g: &ConvGeometry, img: &[f32], padded: &mut [f32]) {
-    let plane = l.plane();
     let (pt, pl) = (g.pads_begin[0], g.pads_begin[1]);
-    let body = l.cin * plane;
-    let (planes, slack) = padded.split_at_mut(body);
+    let body = l.cin * l.chan;
+    let (chans, slack) = padded.split_at_mut(body);
     slack.fill(0.0);
+    let phase_plane = l.hs * l.ws;
+    let mut tap_buf = [0usize; MAX_TAPS];
+    let used_phases = l
+        .taps(g, &mut tap_buf)
+        .iter()
+        .fold(0u32, |m, &t| m | 1 << (t / phase_plane.max(1)));
     let copy = |(c, dst): (usize, &mut [f32])| {
         let src = &img[c * l.h * l.w..(c + 1) * l.h * l.w];
-        dst[..pt * l.wp].fill(0.0);
-        for (y, srow) in src.chunks_exact(l.w).enumerate() {
-            let row = &mut dst[(pt + y) * l.wp..(pt + y + 1) * l.wp];
-            row[..pl].fill(0.0);
-            row[pl..pl + l.w].copy_from_slice(srow);
-            row[pl + l.w..].fill(0.0);
+        for (phase, plane) in dst.chunks_exact_mut(phase_plane).enumerate() {
+            if used_phases & (1 << phase) == 0 {
+                // No tap reads it (a 1×1 stride-2 conv reads one phase of four): only lanes
+                // that are thrown away may over-read into it, so it is left as it is.
+                continue;
+            }
+            let (a, b) = (phase / l.sw, phase % l.sw);
+            for (y, row) in plane.chunks_exact_mut(l.ws).enumerate() {
+                // Padded row y·sh + a is input row y·sh + a − pt when inside the image.
+                let Some(sy) = (y * l.sh + a).checked_sub(pt).filter(|&sy| sy < l.h) else {
+                    row.fill(0.0);
+                    continue;
+                };
+                let srow = &src[sy * l.w..(sy + 1) * l.w];
+                if l.sw == 1 {
+                    row[..pl].fill(0.0);
+                    row[pl..pl + l.w].copy_from_slice(srow);
+                    row[pl + l.w..].fill(0.0);
+                } else {
+                    // Phase column x holds padded column x·sw + b, i.e. input column
+                    // x·sw + b − pl: inside the image for x in x0..x1.
+                    let x0 = pl.saturating_sub(b).div_ceil(l.sw).min(l.ws);
+                    let x1 = (pl + l.w).saturating_sub(b).div_ceil(l.sw).clamp(x0, l.ws);
+                    row[..x0].fill(0.0);
+                    let first = x0 * l.sw + b - pl;
+                    for (v, &sv) in row[x0..x1]
+                        .iter_mut()
+                        .zip(srow[first..].iter().step_by(l.sw))
+                    {
+                        *v = sv;
+                    }
+                    row[x1..].fill(0.0);
+                }
+            }
         }
-        dst[(pt + l.h) * l.wp..].fill(0.0);
     };
     if body >= 1 << 16 && rayon::current_num_threads() > 1 {
-        planes.par_chunks_mut(plane).enumerate().for_each(copy);
+        chans.par_chunks_mut(l.chan).enumerate().for_each(copy);
     } else {
-        planes.chunks_mut(plane).enumerate().for_each(copy);
+        chans.chunks_mut(l.chan).enumerate().for_each(copy);
     }
 }
 
@@ -353,9 +436,8 @@ fn compute_tile(
     first: bool,
     prefetch_rows: &[usize],
 ) {
-    let plane = l.plane();
-    // Offsets grow with the tap index (a row step Wp exceeds any in-row offset).
-    let reach = (cc - 1) * plane + taps.last().copied().unwrap_or(0) + NR;
+    let plane = l.chan;
+    let reach = (cc - 1) * plane + taps.iter().copied().max().unwrap_or(0) + NR;
     assert!(cc >= 1 && x.len() >= reach && panel.len() >= cc * taps.len() * MR);
     #[cfg(target_arch = "x86_64")]
     if level >= SimdLevel::Avx2 {
@@ -416,12 +498,12 @@ unsafe fn store_tile(
     let mut j = 0;
     while j < NR {
         let q = q0 + j;
-        let (oh, ow) = (q / l.wp, q % l.wp);
+        let (oh, ow) = (q / l.ws, q % l.ws);
         if oh >= l.ho {
             break;
         }
         if ow >= l.wo {
-            j += l.wp - ow;
+            j += l.ws - ow;
             continue;
         }
         let len = (l.wo - ow).min(NR - j);
@@ -535,7 +617,7 @@ mod tests {
     use crate::kernels::gemm::GemmBackend;
     use crate::kernels::test_util::{rand_vec, with_threads};
 
-    /// (batch, cin, h, w, cout, kernel, dilation, pads_begin, pads_end)
+    /// (batch, cin, h, w, cout, kernel, strides, dilation, pads_begin, pads_end)
     type Case = (
         usize,
         usize,
@@ -546,21 +628,32 @@ mod tests {
         [usize; 2],
         [usize; 2],
         [usize; 2],
+        [usize; 2],
     );
 
     fn cases() -> Vec<Case> {
+        let s1 = [1, 1];
         vec![
-            (1, 3, 9, 11, 5, [3, 3], [1, 1], [1, 1], [1, 1]),
-            (2, 8, 7, 7, 13, [3, 3], [1, 1], [0, 2], [2, 0]),
-            (1, 48, 12, 13, 20, [5, 5], [1, 1], [2, 2], [2, 2]),
-            (1, 40, 9, 9, 12, [1, 7], [1, 1], [0, 3], [0, 3]),
-            (1, 40, 9, 9, 7, [7, 1], [1, 1], [3, 0], [3, 0]),
-            (1, 6, 10, 10, 6, [3, 3], [2, 3], [2, 3], [2, 3]),
-            (1, 2, 3, 3, 1, [2, 2], [1, 1], [0, 0], [0, 0]),
-            (1, 1, 1, 1, 4, [3, 3], [1, 1], [1, 1], [1, 1]),
+            (1, 3, 9, 11, 5, [3, 3], s1, [1, 1], [1, 1], [1, 1]),
+            (2, 8, 7, 7, 13, [3, 3], s1, [1, 1], [0, 2], [2, 0]),
+            (1, 48, 12, 13, 20, [5, 5], s1, [1, 1], [2, 2], [2, 2]),
+            (1, 40, 9, 9, 12, [1, 7], s1, [1, 1], [0, 3], [0, 3]),
+            (1, 40, 9, 9, 7, [7, 1], s1, [1, 1], [3, 0], [3, 0]),
+            (1, 6, 10, 10, 6, [3, 3], s1, [2, 3], [2, 3], [2, 3]),
+            (1, 2, 3, 3, 1, [2, 2], s1, [1, 1], [0, 0], [0, 0]),
+            (1, 1, 1, 1, 4, [3, 3], s1, [1, 1], [1, 1], [1, 1]),
             // Several channel chunks, many blocks and strips, ragged last tile.
-            (1, 70, 15, 17, 50, [3, 3], [1, 1], [1, 1], [1, 1]),
-            (2, 300, 5, 6, 7, [3, 1], [1, 1], [1, 0], [1, 0]),
+            (1, 70, 15, 17, 50, [3, 3], s1, [1, 1], [1, 1], [1, 1]),
+            (2, 300, 5, 6, 7, [3, 1], s1, [1, 1], [1, 0], [1, 0]),
+            // Strided: phase planes (ResNet's 3×3/2, 7×7/2 stem, 1×1/2 shortcut; odd sizes,
+            // no padding, unequal strides, stride 3, dilation with stride).
+            (1, 16, 14, 14, 24, [3, 3], [2, 2], [1, 1], [1, 1], [1, 1]),
+            (1, 3, 23, 21, 8, [7, 7], [2, 2], [1, 1], [3, 3], [3, 3]),
+            (2, 20, 9, 11, 14, [1, 1], [2, 2], [1, 1], [0, 0], [0, 0]),
+            (1, 24, 15, 15, 9, [3, 3], [2, 2], [1, 1], [0, 0], [0, 0]),
+            (1, 10, 12, 13, 7, [3, 3], [2, 1], [1, 1], [1, 0], [0, 1]),
+            (1, 5, 16, 17, 6, [5, 3], [3, 3], [1, 2], [2, 1], [1, 2]),
+            (1, 4, 12, 12, 6, [3, 3], [2, 2], [2, 2], [2, 2], [2, 2]),
         ]
     }
 
@@ -572,8 +665,8 @@ mod tests {
             Activation::None,
             Activation::Clip(-0.5, 0.7),
         ];
-        for (ci, (b, cin, h, w, cout, k, d, pb, pe)) in cases().into_iter().enumerate() {
-            let g = ConvGeometry::new(b, cin, &[h, w], cout, &k, &[1, 1], &d, &pb, &pe, 1)
+        for (ci, (b, cin, h, w, cout, k, st, d, pb, pe)) in cases().into_iter().enumerate() {
+            let g = ConvGeometry::new(b, cin, &[h, w], cout, &k, &st, &d, &pb, &pe, 1)
                 .expect("valid case");
             assert!(applies(&g), "case {ci}");
             let x = rand_vec(g.input_len(), 100 + ci as u64);
@@ -638,8 +731,25 @@ mod tests {
         // 1×7 on 17 wide computes 23 columns per 17 kept; 8×8 with 3×3 computes 10 per 8.
         assert!(!worth_it(&geom(17, [1, 7], [0, 3], 1)));
         assert!(!worth_it(&geom(8, [3, 3], [1, 1], 1)));
-        // Not applicable: stride 2, 1×1, groups.
-        assert!(!applies(&geom(35, [3, 3], [1, 1], 2)));
+        // Stride 2 reads phase planes: 3×3/2 on 35 computes 18 columns per 17 kept.
+        assert!(worth_it(&geom(35, [3, 3], [0, 0], 2)));
+        let wide = ConvGeometry::new(
+            1,
+            288,
+            &[35, 35],
+            384,
+            &[3, 3],
+            &[2, 2],
+            &[1, 1],
+            &[0, 0],
+            &[0, 0],
+            1,
+        )
+        .expect("geom");
+        assert!(applies(&wide) && !worth_it(&wide));
+        // 1×1 stride 2 applies (phase (0, 0) only) but is not the default.
+        assert!(applies(&geom(56, [1, 1], [0, 0], 2)) && !worth_it(&geom(56, [1, 1], [0, 0], 2)));
+        // Not applicable: 1×1 stride 1 (a GEMM on the input already), groups.
         assert!(!applies(&geom(35, [1, 1], [0, 0], 1)));
         let grouped = ConvGeometry::new(
             1,
@@ -662,21 +772,21 @@ mod tests {
     #[ignore = "timing helper for development; run with --ignored --nocapture in release"]
     fn time_direct_vs_im2col() {
         let shapes = [
-            (32, 64, 147, 147, [3, 3], [1, 1]),
-            (384, 384, 8, 8, [3, 1], [1, 0]),
-            (192, 192, 17, 17, [1, 7], [0, 3]),
-            (192, 192, 17, 17, [7, 1], [3, 0]),
-            (48, 64, 35, 35, [5, 5], [2, 2]),
-            (64, 96, 35, 35, [3, 3], [1, 1]),
-            (64, 64, 56, 56, [3, 3], [1, 1]),
-            (448, 384, 8, 8, [3, 3], [1, 1]),
+            (3, 64, 224, 224, [7, 7], [3, 3], 2),
+            (288, 384, 35, 35, [3, 3], [0, 0], 2),
+            (128, 128, 56, 56, [3, 3], [1, 1], 2),
+            (96, 96, 35, 35, [3, 3], [0, 0], 2),
+            (3, 32, 299, 299, [3, 3], [0, 0], 2),
+            (32, 64, 147, 147, [3, 3], [1, 1], 1),
+            (192, 192, 17, 17, [7, 1], [3, 0], 1),
+            (48, 64, 35, 35, [5, 5], [2, 2], 1),
         ];
-        for (cin, cout, h, w, k, p) in shapes {
-            let g = ConvGeometry::new(1, cin, &[h, w], cout, &k, &[1, 1], &[1, 1], &p, &p, 1)
+        for (cin, cout, h, w, k, p, st) in shapes {
+            let g = ConvGeometry::new(1, cin, &[h, w], cout, &k, &[st, st], &[1, 1], &p, &p, 1)
                 .expect("geometry");
             let x = rand_vec(g.input_len(), 1);
             let wt = rand_vec(g.weight_len(), 2);
-            let mut line = format!("{cin}->{cout} {h}x{w} k{k:?}:");
+            let mut line = format!("{cin}->{cout} {h}x{w} k{k:?} s{st}:");
             let packs = [
                 PackedConvWeights::with_gemm(&g, &wt, None, ConvGemm::Crate(GemmBackend::Gemm)),
                 PackedConvWeights::with_direct(&g, &wt, None),
