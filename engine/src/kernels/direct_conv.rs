@@ -42,8 +42,10 @@ pub const MAX_TAPS: usize = 64;
 /// channel chunks (sized to stay in L2 next to the weight chunk).
 const CBUF_FLOATS: usize = 24 * 1024;
 /// Most multiply-adds per output per channel chunk: each output sums chunk partials (shorter
-/// rounding chains than one K-long sum, like a blocked GEMM).
-const CHUNK_K: usize = 256;
+/// rounding chains than one K-long sum, like a blocked GEMM). Full models' error against
+/// float64 (scripts/check_full_models.py, engine / ONNX Runtime): with 256, 1.16–1.41; with
+/// 128, 0.97–1.29 as before this kernel existed; 64 gained no accuracy and cost ~20% speed.
+const CHUNK_K: usize = 128;
 /// Cache lines of input one tile's channel chunk may touch: they stay in L1 (32 KiB = 512
 /// lines) while every block of output channels reuses them, next to the streaming weights.
 const CHUNK_LINES: usize = 192;
@@ -459,20 +461,23 @@ fn compute_tile(
         return;
     }
     let _ = level;
-    if first {
-        *tile = [[0.0; NR]; MR];
-    }
+    let mut sum = [[0.0f32; NR]; MR];
     let mut a = panel.chunks_exact(MR);
     for c in 0..cc {
         let xc = &x[c * plane..];
         for &off in taps {
-            let Some(av) = a.next() else { return };
+            let Some(av) = a.next() else { break };
             let xv = &xc[off..off + NR];
-            for (row, &w) in tile.iter_mut().zip(av) {
+            for (row, &w) in sum.iter_mut().zip(av) {
                 for (acc, &xx) in row.iter_mut().zip(xv) {
                     *acc += w * xx;
                 }
             }
+        }
+    }
+    for (row, srow) in tile.iter_mut().zip(&sum) {
+        for (t, &v) in row.iter_mut().zip(srow) {
+            *t = if first { v } else { *t + v };
         }
     }
 }
@@ -575,12 +580,6 @@ mod avx2 {
         prefetch_rows: &[usize],
     ) {
         let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-        if !first {
-            for (accr, row) in acc.iter_mut().zip(tile.iter()) {
-                accr[0] = _mm256_loadu_ps(row.as_ptr());
-                accr[1] = _mm256_loadu_ps(row.as_ptr().add(8));
-            }
-        }
         let mut a = a;
         for c in 0..cin {
             let xc = x.add(c * plane);
@@ -603,9 +602,16 @@ mod avx2 {
                 a = a.add(MR);
             }
         }
+        // The chunk's sum is added to the earlier chunks' (not accumulated on top of them):
+        // blocked summation, as a GEMM's K blocks, keeps rounding chains one chunk long.
         for (row, accr) in tile.iter_mut().zip(&acc) {
-            _mm256_storeu_ps(row.as_mut_ptr(), accr[0]);
-            _mm256_storeu_ps(row.as_mut_ptr().add(8), accr[1]);
+            let (mut lo, mut hi) = (accr[0], accr[1]);
+            if !first {
+                lo = _mm256_add_ps(_mm256_loadu_ps(row.as_ptr()), lo);
+                hi = _mm256_add_ps(_mm256_loadu_ps(row.as_ptr().add(8)), hi);
+            }
+            _mm256_storeu_ps(row.as_mut_ptr(), lo);
+            _mm256_storeu_ps(row.as_mut_ptr().add(8), hi);
         }
     }
 }
