@@ -68,13 +68,12 @@ fn chunk_channels(g: &ConvGeometry) -> usize {
         .clamp(1, g.in_channels.max(1))
 }
 
-/// Whether [`direct_conv`] can compute `g`: 2-D, one group, at most [`MAX_TAPS`] taps, and not
-/// a plain 1×1 stride-1 conv (that one is already a GEMM on the input).
+/// Whether [`direct_conv`] can compute `g`: 2-D, one group, at most [`MAX_TAPS`] taps, strides
+/// up to 4.
 pub fn applies(g: &ConvGeometry) -> bool {
     g.in_spatial.len() == 2
         && g.group == 1
         && g.kernel_size() <= MAX_TAPS
-        && !(g.kernel_size() == 1 && g.strides.iter().all(|&s| s == 1))
         && g.strides.iter().all(|&s| (1..=4).contains(&s))
         // (at most 16 phase planes: `pad_image` tracks them in a bit mask)
         && g.out_plane() > 0
@@ -94,7 +93,10 @@ const MAX_STRIDED_COUT: usize = 256;
 
 /// Whether the direct kernel should be the default for `g`: it [`applies`], the kernel is
 /// larger than 1×1, few computed positions are thrown away and, when strided, the conv is not
-/// wider than [`MAX_STRIDED_COUT`]. 1×1 stride-2 shortcuts measured 1.1–1.5× im2col's time.
+/// wider than [`MAX_STRIDED_COUT`]. 1×1 convs stay with the GEMM: stride-2 shortcuts measured
+/// 1.1–1.5× im2col's time, and stride-1 ones 1.04–1.36× the crate GEMM's (ResNet-50 and
+/// Inception shapes; 0.7–1.08× for 64→256 at 56×56), also when each tile's rows were first
+/// copied contiguous (1.0–1.85×).
 pub fn worth_it(g: &ConvGeometry) -> bool {
     let strided = g.strides.iter().any(|&s| s > 1);
     if !applies(g) || g.kernel_size() == 1 || (strided && g.out_channels > MAX_STRIDED_COUT) {
@@ -183,8 +185,30 @@ fn gcd(a: usize, b: usize) -> usize {
 /// Floats of the phase-split padded image plus the slack the last tile's over-read reaches
 /// (its lanes past the last position, shifted by the farthest column offset).
 fn padded_len(g: &ConvGeometry) -> usize {
+    if reads_input_in_place(g) {
+        return 0;
+    }
     let l = Layout::new(g);
     l.cin * l.chan + NR + l.col_reach
+}
+
+/// Stride 1 without padding: the NCHW image already is the layout, so tiles read it where it
+/// lies (no copy); only tiles whose vector reads would run past the image's end read a
+/// zero-extended copy of their rows ([`tail_len`]).
+fn reads_input_in_place(g: &ConvGeometry) -> bool {
+    g.strides.iter().all(|&s| s == 1) && g.pads_begin.iter().chain(&g.pads_end).all(|&p| p == 0)
+}
+
+/// Floats of one worker's tail buffer (in-place mode): a channel chunk's rows from a tile's
+/// first position to the farthest tap's last lane.
+fn tail_len(g: &ConvGeometry) -> usize {
+    if !reads_input_in_place(g) {
+        return 0;
+    }
+    let l = Layout::new(g);
+    let mut taps = [0usize; MAX_TAPS];
+    let reach = l.taps(g, &mut taps).iter().copied().max().unwrap_or(0);
+    chunk_channels(g) * (reach + NR)
 }
 
 /// Tiles per strip: the strip's partial sums for every output channel fit [`CBUF_FLOATS`].
@@ -193,9 +217,9 @@ fn strip_tiles(g: &ConvGeometry) -> usize {
     (CBUF_FLOATS / (rows * NR)).clamp(1, Layout::new(g).tiles())
 }
 
-/// Partial-sum floats of one worker.
+/// Scratch floats of one worker: its partial sums, then its tail buffer.
 fn cbuf_len(g: &ConvGeometry) -> usize {
-    g.out_channels.div_ceil(MR) * MR * NR * strip_tiles(g)
+    g.out_channels.div_ceil(MR) * MR * NR * strip_tiles(g) + tail_len(g)
 }
 
 /// Scratch floats [`direct_conv`] needs to run `threads` workers: the padded image plus one
@@ -273,6 +297,9 @@ pub fn direct_conv(
     let chunk_ch = chunk_channels(g);
     let (padded, cbufs) = scratch.split_at_mut(padded_len(g));
     let cbuf = cbuf_len(g);
+    let sums_len = cbuf - tail_len(g);
+    let in_place = reads_input_in_place(g);
+    let reach = taps.iter().copied().max().unwrap_or(0);
     let threads = rayon::current_num_threads().max(1);
 
     // Work split: strips of tiles whose partial sums fit the worker's buffer, then blocks of
@@ -289,7 +316,9 @@ pub fn direct_conv(
 
     for n in 0..g.batch {
         let img = &input[n * in_img..(n + 1) * in_img];
-        pad_image(&l, g, img, padded);
+        if !in_place {
+            pad_image(&l, g, img, padded);
+        }
         let padded: &[f32] = padded;
         let out_ptr = SendPtr(output[n * out_img..(n + 1) * out_img].as_mut_ptr());
         let res = residual.map(|r| &r[n * out_img..(n + 1) * out_img]);
@@ -302,7 +331,8 @@ pub fn direct_conv(
                 t1: ((s + 1) * strip).min(tiles),
             }
         };
-        let run = |it: Item, acc: &mut [f32]| {
+        let run = |it: Item, slot_buf: &mut [f32]| {
+            let (acc, tail) = slot_buf.split_at_mut(sums_len);
             let nt = it.t1 - it.t0;
             let mut c0 = 0;
             while c0 < l.cin {
@@ -311,13 +341,28 @@ pub fn direct_conv(
                 let last = c0 + cc == l.cin;
                 for t in it.t0..it.t1 {
                     let q0 = t * NR;
-                    let x = &padded[c0 * l.chan + q0..];
+                    let start = c0 * l.chan + q0;
+                    let (x, plane, prefetch) = if !in_place {
+                        (&padded[start..], l.chan, rows)
+                    } else if start + (cc - 1) * l.chan + reach + NR <= img.len() {
+                        (&img[start..], l.chan, rows)
+                    } else {
+                        // The last tiles: their lanes past the image end read zeros instead.
+                        let span = reach + NR;
+                        for (c, dst) in tail[..cc * span].chunks_exact_mut(span).enumerate() {
+                            let from = start + c * l.chan;
+                            let avail = img.len().saturating_sub(from).min(span);
+                            dst[..avail].copy_from_slice(&img[from..from + avail]);
+                            dst[avail..].fill(0.0);
+                        }
+                        (&tail[..cc * span], span, &[][..])
+                    };
                     for b in it.b0..it.b1 {
                         let a = &packed[b * k * MR + c0 * ntaps * MR..(b + 1) * k * MR];
                         let slot = ((b - it.b0) * nt + (t - it.t0)) * MR * NR;
                         let tile = as_tile(&mut acc[slot..slot + MR * NR]);
-                        let pf = if b == it.b0 { rows } else { &[][..] };
-                        compute_tile(level, &l, cc, taps, a, x, tile, first, pf);
+                        let pf = if b == it.b0 { prefetch } else { &[][..] };
+                        compute_tile(level, plane, cc, taps, a, x, tile, first, pf);
                         if last {
                             let rows = MR.min(cout - b * MR);
                             // SAFETY: the item writes output channels b·MR.. (`rows` of them)
@@ -425,11 +470,12 @@ fn pad_image(l: &Layout, g: &ConvGeometry, img: &[f32], padded: &mut [f32]) {
 }
 
 /// `tile[r][j] (+)= Σ_k panel[k][r] · x[off(k) + j]` over `cc` channels (`x[0]` is the first
-/// channel's row at the tile's first position); `first` overwrites instead of adding.
+/// channel's row at the tile's first position, channels `plane` floats apart); `first`
+/// overwrites instead of adding.
 #[allow(clippy::too_many_arguments)]
 fn compute_tile(
     level: SimdLevel,
-    l: &Layout,
+    plane: usize,
     cc: usize,
     taps: &[usize],
     panel: &[f32],
@@ -438,7 +484,6 @@ fn compute_tile(
     first: bool,
     prefetch_rows: &[usize],
 ) {
-    let plane = l.chan;
     let reach = (cc - 1) * plane + taps.iter().copied().max().unwrap_or(0) + NR;
     assert!(cc >= 1 && x.len() >= reach && panel.len() >= cc * taps.len() * MR);
     #[cfg(target_arch = "x86_64")]
@@ -660,6 +705,11 @@ mod tests {
             (1, 10, 12, 13, 7, [3, 3], [2, 1], [1, 1], [1, 0], [0, 1]),
             (1, 5, 16, 17, 6, [5, 3], [3, 3], [1, 2], [2, 1], [1, 2]),
             (1, 4, 12, 12, 6, [3, 3], [2, 2], [2, 2], [2, 2], [2, 2]),
+            // In place (stride 1, no padding): 1×1 with several chunks and a ragged last tile
+            // (its lanes past the image end come from the zero-extended tail copy), and 3×3.
+            (2, 230, 7, 9, 10, [1, 1], s1, [1, 1], [0, 0], [0, 0]),
+            (2, 17, 11, 11, 8, [3, 3], s1, [1, 1], [0, 0], [0, 0]),
+            (1, 9, 6, 5, 7, [2, 3], s1, [2, 1], [0, 0], [0, 0]),
         ]
     }
 
@@ -755,8 +805,9 @@ mod tests {
         assert!(applies(&wide) && !worth_it(&wide));
         // 1×1 stride 2 applies (phase (0, 0) only) but is not the default.
         assert!(applies(&geom(56, [1, 1], [0, 0], 2)) && !worth_it(&geom(56, [1, 1], [0, 0], 2)));
-        // Not applicable: 1×1 stride 1 (a GEMM on the input already), groups.
-        assert!(!applies(&geom(35, [1, 1], [0, 0], 1)));
+        // 1×1 stride 1 reads the input in place, but is not the default.
+        assert!(applies(&geom(35, [1, 1], [0, 0], 1)) && !worth_it(&geom(35, [1, 1], [0, 0], 1)));
+        // Not applicable: groups.
         let grouped = ConvGeometry::new(
             1,
             64,
@@ -778,13 +829,13 @@ mod tests {
     #[ignore = "timing helper for development; run with --ignored --nocapture in release"]
     fn time_direct_vs_im2col() {
         let shapes = [
+            (256, 64, 56, 56, [1, 1], [0, 0], 1),
+            (64, 256, 56, 56, [1, 1], [0, 0], 1),
+            (1024, 256, 14, 14, [1, 1], [0, 0], 1),
+            (512, 2048, 7, 7, [1, 1], [0, 0], 1),
+            (768, 192, 17, 17, [1, 1], [0, 0], 1),
+            (32, 32, 149, 149, [3, 3], [0, 0], 1),
             (3, 64, 224, 224, [7, 7], [3, 3], 2),
-            (288, 384, 35, 35, [3, 3], [0, 0], 2),
-            (128, 128, 56, 56, [3, 3], [1, 1], 2),
-            (96, 96, 35, 35, [3, 3], [0, 0], 2),
-            (3, 32, 299, 299, [3, 3], [0, 0], 2),
-            (32, 64, 147, 147, [3, 3], [1, 1], 1),
-            (192, 192, 17, 17, [7, 1], [3, 0], 1),
             (48, 64, 35, 35, [5, 5], [2, 2], 1),
         ];
         for (cin, cout, h, w, k, p, st) in shapes {
