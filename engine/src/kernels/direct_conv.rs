@@ -824,6 +824,49 @@ mod tests {
         assert!(!applies(&grouped));
     }
 
+    /// Dev timing helper: the direct kernel at 1 and 2 threads (scaling).
+    #[test]
+    #[ignore = "timing helper for development; run with --ignored --nocapture in release"]
+    fn time_direct_thread_scaling() {
+        let shapes = [
+            (96, 96, 35, 35, [3, 3], [1, 1]),
+            (192, 192, 17, 17, [7, 1], [3, 0]),
+            (80, 192, 73, 73, [3, 3], [0, 0]),
+            (448, 384, 8, 8, [3, 3], [1, 1]),
+        ];
+        for (cin, cout, h, w, k, p) in shapes {
+            let g = ConvGeometry::new(1, cin, &[h, w], cout, &k, &[1, 1], &[1, 1], &p, &p, 1)
+                .expect("geometry");
+            let x = rand_vec(g.input_len(), 1);
+            let wt = rand_vec(g.weight_len(), 2);
+            let pw = PackedConvWeights::with_direct(&g, &wt, None).expect("pack");
+            let mut out = vec![0.0; g.output_len()];
+            let mut scratch = vec![0.0; conv_scratch_len(&g, &pw, 2)];
+            let mut best = [f64::MAX; 2];
+            for _ in 0..6 {
+                for (t, b) in [1, 2].into_iter().zip(best.iter_mut()) {
+                    with_threads(t, || {
+                        for _ in 0..5 {
+                            let t0 = std::time::Instant::now();
+                            conv(&g, &x, &pw, None, Activation::Relu, &mut out, &mut scratch)
+                                .expect("conv");
+                            *b = b.min(t0.elapsed().as_secs_f64());
+                        }
+                    });
+                }
+            }
+            let gf = |t: f64| 2.0 * g.macs() as f64 / t / 1e9;
+            println!(
+                "{cin}->{cout} {h}x{w} k{k:?}: t1 {:.3} ms {:.1} GF/s, t2 {:.3} ms {:.1} GF/s, scaling {:.2}",
+                best[0] * 1e3,
+                gf(best[0]),
+                best[1] * 1e3,
+                gf(best[1]),
+                best[0] / best[1]
+            );
+        }
+    }
+
     /// Dev timing helper: direct vs im2col + crate GEMM on Inception/ResNet shapes.
     #[test]
     #[ignore = "timing helper for development; run with --ignored --nocapture in release"]
