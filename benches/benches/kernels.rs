@@ -100,7 +100,8 @@ fn bench_convs(c: &mut Criterion) {
         let bias = values(cout, 3);
         let res = values(g.output_len(), 4);
         group.throughput(Throughput::Elements(2 * g.macs()));
-        // im2col/pointwise through each GEMM, plus Winograd where it applies (stride-1 3×3).
+        // im2col/pointwise through each GEMM, plus Winograd where it applies (stride-1 3×3) and
+        // the direct kernel.
         // Throughput stays the direct algorithm's FLOPs, so Winograd's Gelem/s is "effective".
         let crate_gemm = ConvGemm::Crate(GemmBackend::Gemm);
         let mut variants = vec![
@@ -116,8 +117,22 @@ fn bench_convs(c: &mut Criterion) {
             variants.push(("winograd_f2", crate_gemm, Some(WinogradTile::F2)));
             variants.push(("winograd_f4", crate_gemm, Some(WinogradTile::F4)));
         }
-        for (label, gemm, wino) in variants {
-            let pw = PackedConvWeights::with_algo(&g, &w, Some(&bias), gemm, wino).expect("pack");
+        let mut packs: Vec<(&str, PackedConvWeights)> = variants
+            .into_iter()
+            .map(|(label, gemm, wino)| {
+                let pw =
+                    PackedConvWeights::with_algo(&g, &w, Some(&bias), gemm, wino).expect("pack");
+                (label, pw)
+            })
+            .collect();
+        // The direct (implicit-GEMM) kernel wherever it can run, chosen by default or not.
+        if engine::kernels::direct_conv::applies(&g) {
+            packs.push((
+                "direct",
+                PackedConvWeights::with_direct(&g, &w, Some(&bias)).expect("pack"),
+            ));
+        }
+        for (label, pw) in packs {
             let mut out = vec![0.0f32; g.output_len()];
             let mut scratch = vec![0.0f32; conv_scratch_len(&g, &pw, threads())];
             group.bench_function(BenchmarkId::new(name, label), |b| {
