@@ -54,7 +54,7 @@ const CHUNK_LINES: usize = 192;
 fn chunk_channels(g: &ConvGeometry) -> usize {
     let l = Layout::new(g);
     let mut taps = [0usize; MAX_TAPS];
-    let taps = l.taps(g, &mut taps);
+    let taps = l.taps(&mut taps);
     let lo = taps.iter().copied().min().unwrap_or(0);
     let hi = taps.iter().copied().max().unwrap_or(0);
     // Each distinct input row a tile reads is a run of NR + (column reach) floats, which spans
@@ -82,7 +82,8 @@ pub fn applies(g: &ConvGeometry) -> bool {
 /// Most positions computed per useful output (`tiles·NR / (Ho·Wo)`) for which
 /// [`worth_it`] picks the direct kernel: per node, it measured 0.75–0.95× im2col's time with
 /// little overhead (35×35 and 17×17 maps with 3×3, 5×5 and 7×1 kernels) but 1.1–1.3× with a
-/// fifth or more thrown away (8×8 maps with 3×3, 17×17 maps with 1×7).
+/// fifth or more thrown away (8×8 maps with 3×3; 17×17 maps with 1×7 before they ran in the
+/// transposed layout, where they now take 0.92–0.98×).
 const MAX_OVERCOMPUTE: f64 = 1.15;
 
 /// Most output channels of a strided conv for which [`worth_it`] picks the direct kernel.
@@ -117,6 +118,18 @@ struct Layout {
     w: usize,
     sh: usize,
     sw: usize,
+    /// Pads before the first row and column.
+    pt: usize,
+    pl: usize,
+    /// Kernel dims and dilations.
+    kh: usize,
+    kw: usize,
+    dh: usize,
+    dw: usize,
+    /// The layout holds the image transposed (rows are the input's columns): for stride-1
+    /// kernels wider than tall (1×7, 1×3), whose padded width would otherwise be thrown away
+    /// on every row. All other fields are then in transposed terms.
+    transposed: bool,
     /// Phase plane rows and columns (`ceil(Hp / sh)`, `ceil(Wp / sw)`).
     hs: usize,
     ws: usize,
@@ -132,26 +145,42 @@ struct Layout {
 
 impl Layout {
     fn new(g: &ConvGeometry) -> Layout {
-        let (h, w) = (g.in_spatial[0], g.in_spatial[1]);
-        let hp = h + g.pads_begin[0] + g.pads_end[0];
-        let wp = w + g.pads_begin[1] + g.pads_end[1];
-        let (sh, sw) = (g.strides[0], g.strides[1]);
+        // Axis 0 = rows, 1 = columns of the layout; swapped for the transposed layout.
+        let stride1 = g.strides.iter().all(|&s| s == 1);
+        let reach = |a: usize| g.dilations[a] * (g.kernel[a] - 1);
+        let padded = |a: usize| g.in_spatial[a] + g.pads_begin[a] + g.pads_end[a];
+        // Thrown-away positions per useful one: column reach / padded width (rows layout) vs
+        // row reach / padded height (transposed).
+        let transposed = stride1 && reach(0) * padded(1) < reach(1) * padded(0);
+        let (r, c) = if transposed { (1, 0) } else { (0, 1) };
+        let (h, w) = (g.in_spatial[r], g.in_spatial[c]);
+        let (hp, wp) = (padded(r), padded(c));
+        let (sh, sw) = (g.strides[r], g.strides[c]);
         let (hs, ws) = (hp.div_ceil(sh), wp.div_ceil(sw));
-        let (ho, wo) = (g.out_spatial[0], g.out_spatial[1]);
-        let col_phases = g.kernel[1].min(sw / gcd(sw, g.dilations[1]));
+        let (ho, wo) = (g.out_spatial[r], g.out_spatial[c]);
+        let (kh, kw) = (g.kernel[r], g.kernel[c]);
+        let (dh, dw) = (g.dilations[r], g.dilations[c]);
+        let col_phases = kw.min(sw / gcd(sw, dw));
         Layout {
             cin: g.in_channels,
             h,
             w,
             sh,
             sw,
+            pt: g.pads_begin[r],
+            pl: g.pads_begin[c],
+            kh,
+            kw,
+            dh,
+            dw,
+            transposed,
             hs,
             ws,
             ho,
             wo,
             chan: sh * sw * hs * ws,
-            col_reach: g.dilations[1] * (g.kernel[1] - 1) / sw,
-            rows_per_channel: g.kernel[0] * col_phases,
+            col_reach: dw * (kw - 1) / sw,
+            rows_per_channel: kh * col_phases,
         }
     }
     fn tiles(&self) -> usize {
@@ -159,18 +188,32 @@ impl Layout {
     }
     /// Offsets of the taps (OIHW order) from a channel's start to the float output `q = 0`
     /// reads; output `q = oh·ws + ow` reads `offset + q`.
-    fn taps<'a>(&self, g: &ConvGeometry, buf: &'a mut [usize; MAX_TAPS]) -> &'a [usize] {
-        let (kh, kw) = (g.kernel[0], g.kernel[1]);
-        for i in 0..kh {
-            let vi = i * g.dilations[0];
-            for j in 0..kw {
-                let vj = j * g.dilations[1];
+    fn taps<'a>(&self, buf: &'a mut [usize; MAX_TAPS]) -> &'a [usize] {
+        // Taps stay in the weights' OIHW order (i over the ONNX kernel's rows): in the
+        // transposed layout, ONNX row i is layout column i.
+        let (oh, ow) = if self.transposed {
+            (self.kw, self.kh)
+        } else {
+            (self.kh, self.kw)
+        };
+        for i in 0..oh {
+            for j in 0..ow {
+                let (li, lj) = if self.transposed { (j, i) } else { (i, j) };
+                let (vi, vj) = (li * self.dh, lj * self.dw);
                 let phase = (vi % self.sh) * self.sw + vj % self.sw;
-                buf[i * kw + j] =
+                buf[i * ow + j] =
                     phase * self.hs * self.ws + (vi / self.sh) * self.ws + vj / self.sw;
             }
         }
-        &buf[..kh * kw]
+        &buf[..oh * ow]
+    }
+    /// Index in the NCHW output plane of layout output position (oh, ow).
+    fn out_index(&self, oh: usize, ow: usize) -> usize {
+        if self.transposed {
+            ow * self.ho + oh
+        } else {
+            oh * self.wo + ow
+        }
     }
 }
 
@@ -196,7 +239,9 @@ fn padded_len(g: &ConvGeometry) -> usize {
 /// lies (no copy); only tiles whose vector reads would run past the image's end read a
 /// zero-extended copy of their rows ([`tail_len`]).
 fn reads_input_in_place(g: &ConvGeometry) -> bool {
-    g.strides.iter().all(|&s| s == 1) && g.pads_begin.iter().chain(&g.pads_end).all(|&p| p == 0)
+    g.strides.iter().all(|&s| s == 1)
+        && g.pads_begin.iter().chain(&g.pads_end).all(|&p| p == 0)
+        && !Layout::new(g).transposed
 }
 
 /// Floats of one worker's tail buffer (in-place mode): a channel chunk's rows from a tile's
@@ -207,7 +252,7 @@ fn tail_len(g: &ConvGeometry) -> usize {
     }
     let l = Layout::new(g);
     let mut taps = [0usize; MAX_TAPS];
-    let reach = l.taps(g, &mut taps).iter().copied().max().unwrap_or(0);
+    let reach = l.taps(&mut taps).iter().copied().max().unwrap_or(0);
     chunk_channels(g) * (reach + NR)
 }
 
@@ -275,7 +320,7 @@ pub fn direct_conv(
 ) {
     let l = Layout::new(g);
     let mut tap_buf = [0usize; MAX_TAPS];
-    let taps = l.taps(g, &mut tap_buf);
+    let taps = l.taps(&mut tap_buf);
     let ntaps = taps.len();
     // Prefetch targets: the first tap of each distinct (phase, row) the taps read.
     let mut row_buf = [0usize; MAX_TAPS];
@@ -317,7 +362,7 @@ pub fn direct_conv(
     for n in 0..g.batch {
         let img = &input[n * in_img..(n + 1) * in_img];
         if !in_place {
-            pad_image(&l, g, img, padded);
+            pad_image(&l, img, padded);
         }
         let padded: &[f32] = padded;
         let out_ptr = SendPtr(output[n * out_img..(n + 1) * out_img].as_mut_ptr());
@@ -413,15 +458,15 @@ fn as_tile(s: &mut [f32]) -> &mut [[f32; NR]; MR] {
 }
 
 /// Copies one NCHW image into the phase-split zero-padded layout (and zeroes the slack).
-fn pad_image(l: &Layout, g: &ConvGeometry, img: &[f32], padded: &mut [f32]) {
-    let (pt, pl) = (g.pads_begin[0], g.pads_begin[1]);
+fn pad_image(l: &Layout, img: &[f32], padded: &mut [f32]) {
+    let (pt, pl) = (l.pt, l.pl);
     let body = l.cin * l.chan;
     let (chans, slack) = padded.split_at_mut(body);
     slack.fill(0.0);
     let phase_plane = l.hs * l.ws;
     let mut tap_buf = [0usize; MAX_TAPS];
     let used_phases = l
-        .taps(g, &mut tap_buf)
+        .taps(&mut tap_buf)
         .iter()
         .fold(0u32, |m, &t| m | 1 << (t / phase_plane.max(1)));
     let copy = |(c, dst): (usize, &mut [f32])| {
@@ -439,6 +484,18 @@ fn pad_image(l: &Layout, g: &ConvGeometry, img: &[f32], padded: &mut [f32]) {
                     row.fill(0.0);
                     continue;
                 };
+                if l.transposed {
+                    // Layout row sy is input column sy (stride 1): a strided gather.
+                    row[..pl].fill(0.0);
+                    for (v, &sv) in row[pl..pl + l.w]
+                        .iter_mut()
+                        .zip(src[sy..].iter().step_by(l.h))
+                    {
+                        *v = sv;
+                    }
+                    row[pl + l.w..].fill(0.0);
+                    continue;
+                }
                 let srow = &src[sy * l.w..(sy + 1) * l.w];
                 if l.sw == 1 {
                     row[..pl].fill(0.0);
@@ -557,6 +614,20 @@ unsafe fn store_tile(
             continue;
         }
         let len = (l.wo - ow).min(NR - j);
+        if l.transposed {
+            // Consecutive layout positions are one output column: strided stores.
+            for (r, row) in tile.iter().enumerate() {
+                for (jj, &v) in row[j..j + len].iter().enumerate() {
+                    let idx = r * plane_out + l.out_index(oh, ow + jj);
+                    let x = v + (bias[r] + residual.map_or(0.0, |res| res[idx]));
+                    // SAFETY: idx < tile.len()·plane_out (oh < ho, ow + jj < wo), a position
+                    // the caller owns.
+                    unsafe { *out.add(idx) = act.apply(x) };
+                }
+            }
+            j += len;
+            continue;
+        }
         let dst0 = oh * l.wo + ow;
         for (r, row) in tile.iter().enumerate() {
             // SAFETY: channel r's plane has plane_out floats and dst0 + len ≤ plane_out because
@@ -710,6 +781,9 @@ mod tests {
             (2, 230, 7, 9, 10, [1, 1], s1, [1, 1], [0, 0], [0, 0]),
             (2, 17, 11, 11, 8, [3, 3], s1, [1, 1], [0, 0], [0, 0]),
             (1, 9, 6, 5, 7, [2, 3], s1, [2, 1], [0, 0], [0, 0]),
+            // Transposed layout (kernel wider than tall): dilated, asymmetric pads, unpadded.
+            (2, 6, 7, 12, 5, [2, 5], s1, [1, 2], [1, 2], [0, 1]),
+            (1, 20, 8, 8, 9, [1, 3], s1, [1, 1], [0, 0], [0, 0]),
         ]
     }
 
@@ -784,9 +858,14 @@ mod tests {
         assert!(worth_it(&geom(35, [3, 3], [1, 1], 1)));
         // 7×1 keeps the width: nothing thrown away.
         assert!(worth_it(&geom(17, [7, 1], [3, 0], 1)));
-        // 1×7 on 17 wide computes 23 columns per 17 kept; 8×8 with 3×3 computes 10 per 8.
-        assert!(!worth_it(&geom(17, [1, 7], [0, 3], 1)));
+        // 8×8 with 3×3 computes 10 columns per 8 kept.
         assert!(!worth_it(&geom(8, [3, 3], [1, 1], 1)));
+        // 1×7 on 17 wide would compute 23 columns per 17: it runs transposed, where the
+        // padding is along the rows and nothing is thrown away.
+        assert!(worth_it(&geom(17, [1, 7], [0, 3], 1)));
+        assert!(Layout::new(&geom(17, [1, 7], [0, 3], 1)).transposed);
+        assert!(!Layout::new(&geom(17, [7, 1], [3, 0], 1)).transposed);
+        assert!(!Layout::new(&geom(17, [3, 3], [1, 1], 1)).transposed);
         // Stride 2 reads phase planes: 3×3/2 on 35 computes 18 columns per 17 kept.
         assert!(worth_it(&geom(35, [3, 3], [0, 0], 2)));
         let wide = ConvGeometry::new(
@@ -872,12 +951,12 @@ mod tests {
     #[ignore = "timing helper for development; run with --ignored --nocapture in release"]
     fn time_direct_vs_im2col() {
         let shapes = [
+            (192, 192, 17, 17, [1, 7], [0, 3], 1),
+            (160, 160, 17, 17, [1, 7], [0, 3], 1),
+            (384, 384, 8, 8, [1, 3], [0, 1], 1),
+            (448, 384, 8, 8, [3, 3], [1, 1], 1),
+            (192, 192, 17, 17, [7, 1], [3, 0], 1),
             (256, 64, 56, 56, [1, 1], [0, 0], 1),
-            (64, 256, 56, 56, [1, 1], [0, 0], 1),
-            (1024, 256, 14, 14, [1, 1], [0, 0], 1),
-            (512, 2048, 7, 7, [1, 1], [0, 0], 1),
-            (768, 192, 17, 17, [1, 1], [0, 0], 1),
-            (32, 32, 149, 149, [3, 3], [0, 0], 1),
             (3, 64, 224, 224, [7, 7], [3, 3], 2),
             (48, 64, 35, 35, [5, 5], [2, 2], 1),
         ];
