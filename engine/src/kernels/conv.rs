@@ -15,9 +15,9 @@
 //!   direct kernel [`super::grouped_conv`] (ResNeXt's 3×3 convs).
 //! - [`ConvAlgo::Pointwise`] (all kernel dims 1, stride 1, no pad): the input already is the
 //!   GEMM's right-hand matrix `X[cin_g × ∏spatial]`.
-//! - [`ConvAlgo::Direct`] (2-D, group 1, kernel larger than 1×1, where at most 15% of the
-//!   computed positions are thrown away and strided convs have at most 256 output channels,
-//!   see [`super::direct_conv::worth_it`]): [`super::direct_conv`], an implicit GEMM over a
+//! - [`ConvAlgo::Direct`] (2-D, group 1, kernel larger than 1×1, at least 64 taps per output
+//!   and 128 output positions, where at most 15% of the computed positions are thrown away and
+//!   strided convs have at most 256 output channels, see [`super::direct_conv::worth_it`]): [`super::direct_conv`], an implicit GEMM over a
 //!   zero-padded (for strides: phase-split) copy of the image with the epilogue in its store;
 //!   no im2col, no per-call packing. `ENGINE_CONV_ALGO=im2col` or `ENGINE_DIRECT_CONV=off`
 //!   turn it off, `ENGINE_CONV_ALGO=direct` forces it wherever it applies.

@@ -94,18 +94,33 @@ const MAX_STRIDED_COUT: usize = 256;
 
 /// Whether the direct kernel should be the default for `g`: it [`applies`], the kernel is
 /// larger than 1×1, few computed positions are thrown away and, when strided, the conv is not
-/// wider than [`MAX_STRIDED_COUT`]. 1×1 convs stay with the GEMM: stride-2 shortcuts measured
+/// wider than `MAX_STRIDED_COUT` (256). 1×1 convs stay with the GEMM: stride-2 shortcuts measured
 /// 1.1–1.5× im2col's time, and stride-1 ones 1.04–1.36× the crate GEMM's (ResNet-50 and
 /// Inception shapes; 0.7–1.08× for 64→256 at 56×56), also when each tile's rows were first
 /// copied contiguous (1.0–1.85×).
 pub fn worth_it(g: &ConvGeometry) -> bool {
     let strided = g.strides.iter().any(|&s| s > 1);
-    if !applies(g) || g.kernel_size() == 1 || (strided && g.out_channels > MAX_STRIDED_COUT) {
+    if !applies(g)
+        || g.kernel_size() == 1
+        || (strided && g.out_channels > MAX_STRIDED_COUT)
+        || g.in_channels * g.kernel_size() < MIN_K
+    {
         return false;
     }
     let l = Layout::new(g);
-    (l.tiles() * NR) as f64 <= MAX_OVERCOMPUTE * (l.ho * l.wo) as f64
+    l.tiles() >= MIN_TILES && (l.tiles() * NR) as f64 <= MAX_OVERCOMPUTE * (l.ho * l.wo) as f64
 }
+
+/// Fewest multiply-adds per output for which [`worth_it`] picks the direct kernel: below it
+/// the per-tile overhead dominates (Inception's 3→32 3×3/2 stem conv, K = 27, measured 1.26×
+/// im2col's time in the model).
+const MIN_K: usize = 64;
+
+/// Fewest tiles of output positions for which [`worth_it`] picks the direct kernel: Inception's
+/// 8×8 maps (4 tiles) with 384–448 channels measured 1.05–1.2× im2col's time in the model
+/// (`engine profile`, 1 thread, 4 interleaved runs), though ~1.0× in isolation — with so few
+/// positions every worker streams most of the (cold) weights for little work.
+const MIN_TILES: usize = 8;
 
 /// Layout of one image in scratch. The zero-padded image (`Hp × Wp`) is split into
 /// `sh·sw` phase planes of `Hs × Ws` (phase `(a, b)` holds padded rows `a, a+sh, ..` and
@@ -273,22 +288,31 @@ pub fn scratch_len(g: &ConvGeometry, threads: usize) -> usize {
     padded_len(g) + cbuf_len(g) * threads.max(1)
 }
 
-/// Packs OIHW weights (`cout × cin·kh·kw`) into `ceil(cout / MR)` panels of `K × MR` floats
-/// (k-major, output channel minor), zero rows past the last channel.
+/// Packs OIHW weights (`cout × cin·kh·kw`) chunk by chunk of input channels
+/// (`chunk_channels`): within a chunk, `ceil(cout / MR)` panels of `cc·kh·kw × MR` floats
+/// (k-major, output channel minor, zero rows past the last channel), one after the other. A
+/// chunk's weights for every block of output channels are then one sequential stream, which
+/// is how the kernel reads them (in a model they come cold from memory).
 pub fn pack_weights(g: &ConvGeometry, weights: &[f32]) -> Vec<f32> {
-    let k = g.in_channels * g.kernel_size();
+    let ntaps = g.kernel_size();
+    let k = g.in_channels * ntaps;
     let blocks = g.out_channels.div_ceil(MR);
+    let chunk = chunk_channels(g);
     let mut packed = vec![0.0f32; blocks * k * MR];
-    for (b, panel) in packed.chunks_mut(k * MR).enumerate() {
-        for r in 0..MR {
-            let oc = b * MR + r;
-            if oc >= g.out_channels {
-                break;
-            }
-            for (kk, &v) in weights[oc * k..(oc + 1) * k].iter().enumerate() {
-                panel[kk * MR + r] = v;
+    let mut c0 = 0;
+    while c0 < g.in_channels {
+        let cc = chunk.min(g.in_channels - c0);
+        let (k0, kc) = (c0 * ntaps, cc * ntaps);
+        for b in 0..blocks {
+            let panel = &mut packed[k0 * MR * blocks + b * kc * MR..][..kc * MR];
+            for r in 0..MR.min(g.out_channels - b * MR) {
+                let oc = b * MR + r;
+                for (kk, &v) in weights[oc * k + k0..oc * k + k0 + kc].iter().enumerate() {
+                    panel[kk * MR + r] = v;
+                }
             }
         }
+        c0 += cc;
     }
     packed
 }
@@ -333,7 +357,6 @@ pub fn direct_conv(
         }
     }
     let rows = &row_buf[..nrows];
-    let k = l.cin * ntaps;
     let cout = g.out_channels;
     let blocks = cout.div_ceil(MR);
     let in_img = l.cin * l.h * l.w;
@@ -403,7 +426,8 @@ pub fn direct_conv(
                         (&tail[..cc * span], span, &[][..])
                     };
                     for b in it.b0..it.b1 {
-                        let a = &packed[b * k * MR + c0 * ntaps * MR..(b + 1) * k * MR];
+                        let kc = cc * ntaps;
+                        let a = &packed[c0 * ntaps * MR * blocks + b * kc * MR..][..kc * MR];
                         let slot = ((b - it.b0) * nt + (t - it.t0)) * MR * NR;
                         let tile = as_tile(&mut acc[slot..slot + MR * NR]);
                         let pf = if b == it.b0 { prefetch } else { &[][..] };
@@ -863,6 +887,24 @@ mod tests {
         // 1×7 on 17 wide would compute 23 columns per 17: it runs transposed, where the
         // padding is along the rows and nothing is thrown away.
         assert!(worth_it(&geom(17, [1, 7], [0, 3], 1)));
+        // 8×8 maps are too few tiles even without padding (1×3 runs transposed, 3×1 as is).
+        assert!(!worth_it(&geom(8, [1, 3], [0, 1], 1)));
+        assert!(!worth_it(&geom(8, [3, 1], [1, 0], 1)));
+        // K = 3·3·3 = 27: per-tile overhead dominates.
+        let stem = ConvGeometry::new(
+            1,
+            3,
+            &[299, 299],
+            32,
+            &[3, 3],
+            &[2, 2],
+            &[1, 1],
+            &[0, 0],
+            &[0, 0],
+            1,
+        )
+        .expect("geom");
+        assert!(applies(&stem) && !worth_it(&stem));
         assert!(Layout::new(&geom(17, [1, 7], [0, 3], 1)).transposed);
         assert!(!Layout::new(&geom(17, [7, 1], [3, 0], 1)).transposed);
         assert!(!Layout::new(&geom(17, [3, 3], [1, 1], 1)).transposed);
