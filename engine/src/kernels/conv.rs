@@ -17,9 +17,10 @@
 //!   GEMM's right-hand matrix `X[cin_g × ∏spatial]`.
 //! - [`ConvAlgo::Direct`] (2-D, group 1, kernel larger than 1×1, at least 64 taps per output
 //!   and 128 output positions, where at most 15% of the computed positions are thrown away and
-//!   strided convs have at most 256 output channels, see [`super::direct_conv::worth_it`]): [`super::direct_conv`], an implicit GEMM over a
-//!   zero-padded (for strides: phase-split) copy of the image with the epilogue in its store;
-//!   no im2col, no per-call packing. `ENGINE_CONV_ALGO=im2col` or `ENGINE_DIRECT_CONV=off`
+//!   strided convs have at most 256 output channels, see [`super::direct_conv::worth_it`]):
+//!   [`super::direct_conv`], an implicit GEMM over a zero-padded copy of the image (phase-split
+//!   for strides, transposed for kernels wider than tall, none for unpadded stride-1 convs)
+//!   with the epilogue in its store; no im2col, no per-call packing. `ENGINE_CONV_ALGO=im2col` or `ENGINE_DIRECT_CONV=off`
 //!   turn it off, `ENGINE_CONV_ALGO=direct` forces it wherever it applies.
 //! - [`ConvAlgo::Im2col`] (everything else): im2col of a block of output columns into
 //!   scratch, then GEMM. Blocking over columns keeps scratch to a few hundred KiB per thread.
@@ -262,7 +263,8 @@ pub enum ConvAlgo {
     Grouped,
     /// Winograd F(m×m, 3×3) with transformed weights (see [`super::winograd`]).
     Winograd(WinogradTile),
-    /// Stride-1 2-D implicit GEMM on a padded copy of the input (see [`super::direct_conv`]).
+    /// 2-D implicit GEMM that reads the (padded) input where it lies (see
+    /// [`super::direct_conv`]).
     Direct,
 }
 
@@ -328,8 +330,8 @@ impl PackedConvWeights {
                 .then_some(DEFAULT_WINOGRAD_TILE),
         };
         let wino = wino.filter(|_| geom.winograd_applies());
-        // The direct stride-1 kernel wherever Winograd was not chosen and little of its work
-        // is thrown away (`ENGINE_CONV_ALGO=im2col` turns it off, `direct` forces it wherever
+        // The direct kernel wherever Winograd was not chosen and it measured faster
+        // ([`super::direct_conv::worth_it`]) (`ENGINE_CONV_ALGO=im2col` turns it off, `direct` forces it wherever
         // it applies, Winograd included).
         let direct = match algo_env.as_deref() {
             Some("im2col" | "winograd" | "winograd2" | "winograd4") => false,

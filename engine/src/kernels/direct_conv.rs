@@ -875,9 +875,10 @@ mod tests {
 
     #[test]
     fn conv_picks_direct_only_where_little_work_is_thrown_away() {
-        let geom = |h: usize, k: [usize; 2], p: [usize; 2], s: usize| {
-            ConvGeometry::new(1, 64, &[h, h], 64, &k, &[s, s], &[1, 1], &p, &p, 1).expect("geom")
+        let conv_geom = |cin: usize, h: usize, cout: usize, k: [usize; 2], p: [usize; 2], s| {
+            ConvGeometry::new(1, cin, &[h, h], cout, &k, &[s, s], &[1, 1], &p, &p, 1).expect("geom")
         };
+        let geom = |h, k, p, s| conv_geom(64, h, 64, k, p, s);
         // 35×35 with 3×3: 37/35 of the positions computed.
         assert!(worth_it(&geom(35, [3, 3], [1, 1], 1)));
         // 7×1 keeps the width: nothing thrown away.
@@ -891,38 +892,14 @@ mod tests {
         assert!(!worth_it(&geom(8, [1, 3], [0, 1], 1)));
         assert!(!worth_it(&geom(8, [3, 1], [1, 0], 1)));
         // K = 3·3·3 = 27: per-tile overhead dominates.
-        let stem = ConvGeometry::new(
-            1,
-            3,
-            &[299, 299],
-            32,
-            &[3, 3],
-            &[2, 2],
-            &[1, 1],
-            &[0, 0],
-            &[0, 0],
-            1,
-        )
-        .expect("geom");
+        let stem = conv_geom(3, 299, 32, [3, 3], [0, 0], 2);
         assert!(applies(&stem) && !worth_it(&stem));
         assert!(Layout::new(&geom(17, [1, 7], [0, 3], 1)).transposed);
         assert!(!Layout::new(&geom(17, [7, 1], [3, 0], 1)).transposed);
         assert!(!Layout::new(&geom(17, [3, 3], [1, 1], 1)).transposed);
         // Stride 2 reads phase planes: 3×3/2 on 35 computes 18 columns per 17 kept.
         assert!(worth_it(&geom(35, [3, 3], [0, 0], 2)));
-        let wide = ConvGeometry::new(
-            1,
-            288,
-            &[35, 35],
-            384,
-            &[3, 3],
-            &[2, 2],
-            &[1, 1],
-            &[0, 0],
-            &[0, 0],
-            1,
-        )
-        .expect("geom");
+        let wide = conv_geom(288, 35, 384, [3, 3], [0, 0], 2);
         assert!(applies(&wide) && !worth_it(&wide));
         // 1×1 stride 2 applies (phase (0, 0) only) but is not the default.
         assert!(applies(&geom(56, [1, 1], [0, 0], 2)) && !worth_it(&geom(56, [1, 1], [0, 0], 2)));
