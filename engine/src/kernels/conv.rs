@@ -331,8 +331,8 @@ impl PackedConvWeights {
         };
         let wino = wino.filter(|_| geom.winograd_applies());
         // The direct kernel wherever Winograd was not chosen and it measured faster
-        // ([`super::direct_conv::worth_it`]) (`ENGINE_CONV_ALGO=im2col` turns it off, `direct` forces it wherever
-        // it applies, Winograd included).
+        // (`direct_conv::worth_it`); `ENGINE_CONV_ALGO=im2col` turns it off, `direct` forces it
+        // wherever it applies, Winograd included.
         let direct = match algo_env.as_deref() {
             Some("im2col" | "winograd" | "winograd2" | "winograd4") => false,
             Some("direct") => super::direct_conv::applies(geom),
