@@ -50,11 +50,9 @@ const CHUNK_K: usize = 128;
 /// lines) while every block of output channels reuses them, next to the streaming weights.
 const CHUNK_LINES: usize = 192;
 
-/// Channels per chunk for `g`: at most [`CHUNK_K`] taps and [`CHUNK_LINES`] input lines.
-fn chunk_channels(g: &ConvGeometry) -> usize {
-    let l = Layout::new(g);
-    let mut taps = [0usize; MAX_TAPS];
-    let taps = l.taps(&mut taps);
+/// Channels per chunk for layout `l` with tap offsets `taps`: at most [`CHUNK_K`] taps and
+/// [`CHUNK_LINES`] input lines.
+fn chunk_channels(l: &Layout, taps: &[usize]) -> usize {
     let lo = taps.iter().copied().min().unwrap_or(0);
     let hi = taps.iter().copied().max().unwrap_or(0);
     // Each distinct input row a tile reads is a run of NR + (column reach) floats, which spans
@@ -63,9 +61,9 @@ fn chunk_channels(g: &ConvGeometry) -> usize {
     let row_floats = NR + l.col_reach;
     let row_lines = l.rows_per_channel * (row_floats.div_ceil(16) + 1);
     let span_lines = (hi - lo + NR).div_ceil(16) + 1;
-    (CHUNK_K / taps.len())
+    (CHUNK_K / taps.len().max(1))
         .min(CHUNK_LINES / row_lines.min(span_lines))
-        .clamp(1, g.in_channels.max(1))
+        .clamp(1, l.cin.max(1))
 }
 
 /// Whether [`direct_conv`] can compute `g`: 2-D, one group, at most [`MAX_TAPS`] taps, strides
@@ -156,6 +154,15 @@ struct Layout {
     col_reach: usize,
     /// Distinct (phase, row) pairs the taps of one channel read.
     rows_per_channel: usize,
+    cout: usize,
+    /// Largest tap offset.
+    reach: usize,
+    /// Input channels per chunk ([`chunk_channels`]).
+    chunk_ch: usize,
+    /// Stride 1 without padding, not transposed: the NCHW image already is the layout, so
+    /// tiles read it where it lies (no copy); only tiles whose vector reads would run past the
+    /// image's end read a zero-extended copy of their rows (the worker's tail buffer).
+    in_place: bool,
 }
 
 impl Layout {
@@ -176,7 +183,7 @@ impl Layout {
         let (kh, kw) = (g.kernel[r], g.kernel[c]);
         let (dh, dw) = (g.dilations[r], g.dilations[c]);
         let col_phases = kw.min(sw / gcd(sw, dw));
-        Layout {
+        let mut l = Layout {
             cin: g.in_channels,
             h,
             w,
@@ -196,7 +203,18 @@ impl Layout {
             chan: sh * sw * hs * ws,
             col_reach: dw * (kw - 1) / sw,
             rows_per_channel: kh * col_phases,
-        }
+            cout: g.out_channels,
+            reach: 0,
+            chunk_ch: 1,
+            in_place: !transposed
+                && stride1
+                && g.pads_begin.iter().chain(&g.pads_end).all(|&p| p == 0),
+        };
+        let mut buf = [0usize; MAX_TAPS];
+        let taps = l.taps(&mut buf);
+        l.reach = taps.iter().copied().max().unwrap_or(0);
+        l.chunk_ch = chunk_channels(&l, taps);
+        l
     }
     fn tiles(&self) -> usize {
         (self.ho * self.ws).div_ceil(NR)
@@ -240,52 +258,49 @@ fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
-/// Floats of the phase-split padded image plus the slack the last tile's over-read reaches
-/// (its lanes past the last position, shifted by the farthest column offset).
-fn padded_len(g: &ConvGeometry) -> usize {
-    if reads_input_in_place(g) {
-        return 0;
+impl Layout {
+    /// Floats of the phase-split padded image plus the slack the last tile's over-read
+    /// reaches (its lanes past the last position, shifted by the farthest column offset).
+    fn padded_len(&self) -> usize {
+        if self.in_place {
+            0
+        } else {
+            self.cin * self.chan + NR + self.col_reach
+        }
     }
-    let l = Layout::new(g);
-    l.cin * l.chan + NR + l.col_reach
-}
-
-/// Stride 1 without padding: the NCHW image already is the layout, so tiles read it where it
-/// lies (no copy); only tiles whose vector reads would run past the image's end read a
-/// zero-extended copy of their rows ([`tail_len`]).
-fn reads_input_in_place(g: &ConvGeometry) -> bool {
-    g.strides.iter().all(|&s| s == 1)
-        && g.pads_begin.iter().chain(&g.pads_end).all(|&p| p == 0)
-        && !Layout::new(g).transposed
-}
-
-/// Floats of one worker's tail buffer (in-place mode): a channel chunk's rows from a tile's
-/// first position to the farthest tap's last lane.
-fn tail_len(g: &ConvGeometry) -> usize {
-    if !reads_input_in_place(g) {
-        return 0;
+    /// Floats of one worker's tail buffer (in-place mode): a channel chunk's rows from a
+    /// tile's first position to the farthest tap's last lane.
+    fn tail_len(&self) -> usize {
+        if self.in_place {
+            self.chunk_ch * (self.reach + NR)
+        } else {
+            0
+        }
     }
-    let l = Layout::new(g);
-    let mut taps = [0usize; MAX_TAPS];
-    let reach = l.taps(&mut taps).iter().copied().max().unwrap_or(0);
-    chunk_channels(g) * (reach + NR)
-}
-
-/// Tiles per strip: the strip's partial sums for every output channel fit [`CBUF_FLOATS`].
-fn strip_tiles(g: &ConvGeometry) -> usize {
-    let rows = g.out_channels.div_ceil(MR) * MR;
-    (CBUF_FLOATS / (rows * NR)).clamp(1, Layout::new(g).tiles())
-}
-
-/// Scratch floats of one worker: its partial sums, then its tail buffer.
-fn cbuf_len(g: &ConvGeometry) -> usize {
-    g.out_channels.div_ceil(MR) * MR * NR * strip_tiles(g) + tail_len(g)
+    /// Tiles per strip: the strip's partial sums for every output channel fit
+    /// [`CBUF_FLOATS`].
+    fn strip_tiles(&self) -> usize {
+        (CBUF_FLOATS / (self.sums_rows() * NR)).clamp(1, self.tiles())
+    }
+    /// Output channels rounded up to whole register tiles.
+    fn sums_rows(&self) -> usize {
+        self.cout.div_ceil(MR) * MR
+    }
+    /// Partial-sum floats of one worker.
+    fn sums_len(&self) -> usize {
+        self.sums_rows() * NR * self.strip_tiles()
+    }
+    /// Scratch floats of one worker: its partial sums, then its tail buffer.
+    fn worker_len(&self) -> usize {
+        self.sums_len() + self.tail_len()
+    }
 }
 
 /// Scratch floats [`direct_conv`] needs to run `threads` workers: the padded image plus one
 /// partial-sum buffer per worker (with less, fewer workers run; at least one must fit).
 pub fn scratch_len(g: &ConvGeometry, threads: usize) -> usize {
-    padded_len(g) + cbuf_len(g) * threads.max(1)
+    let l = Layout::new(g);
+    l.padded_len() + l.worker_len() * threads.max(1)
 }
 
 /// Packs OIHW weights (`cout × cin·kh·kw`) chunk by chunk of input channels
@@ -297,7 +312,7 @@ pub fn pack_weights(g: &ConvGeometry, weights: &[f32]) -> Vec<f32> {
     let ntaps = g.kernel_size();
     let k = g.in_channels * ntaps;
     let blocks = g.out_channels.div_ceil(MR);
-    let chunk = chunk_channels(g);
+    let chunk = Layout::new(g).chunk_ch;
     let mut packed = vec![0.0f32; blocks * k * MR];
     let mut c0 = 0;
     while c0 < g.in_channels {
@@ -362,18 +377,18 @@ pub fn direct_conv(
     let in_img = l.cin * l.h * l.w;
     let out_plane = l.ho * l.wo;
     let out_img = cout * out_plane;
-    let chunk_ch = chunk_channels(g);
-    let (padded, cbufs) = scratch.split_at_mut(padded_len(g));
-    let cbuf = cbuf_len(g);
-    let sums_len = cbuf - tail_len(g);
-    let in_place = reads_input_in_place(g);
-    let reach = taps.iter().copied().max().unwrap_or(0);
+    let chunk_ch = l.chunk_ch;
+    let (padded, cbufs) = scratch.split_at_mut(l.padded_len());
+    let cbuf = l.worker_len();
+    let sums_len = l.sums_len();
+    let in_place = l.in_place;
+    let reach = l.reach;
     let threads = rayon::current_num_threads().max(1);
 
     // Work split: strips of tiles whose partial sums fit the worker's buffer, then blocks of
     // output channels split further only when there are too few strips for the threads.
     let tiles = l.tiles();
-    let strip = strip_tiles(g);
+    let strip = l.strip_tiles();
     let strips = tiles.div_ceil(strip);
     let block_parts = (3 * threads).div_ceil(strips).clamp(1, blocks);
     let blocks_per_part = blocks.div_ceil(block_parts);
