@@ -255,6 +255,9 @@ impl ConvGeometry {
 pub enum ConvAlgo {
     /// 1×1, stride 1, no padding: GEMM straight on the input.
     Pointwise,
+    /// 1×1, no padding, any stride: the engine's weight-stationary kernel with the epilogue
+    /// in its store (see [`super::pointwise_conv`]).
+    PointwiseDirect,
     /// im2col of column blocks into scratch + GEMM.
     Im2col,
     /// Direct per-channel kernel (group == in == out channels).
@@ -343,6 +346,17 @@ impl PackedConvWeights {
         if wino.is_none() && direct {
             return PackedConvWeights::with_direct(geom, weights, bias);
         }
+        // 1×1 convs on the engine's own kernel unless a GEMM is asked for
+        // (`ENGINE_POINTWISE=gemm` keeps the GEMM path with the chosen `ENGINE_CONV_GEMM`;
+        // `stride1` keeps strided 1×1 convs on im2col).
+        let pointwise = match std::env::var("ENGINE_POINTWISE").ok().as_deref() {
+            Some("gemm") => false,
+            Some("stride1") => geom.is_pointwise(),
+            _ => super::pointwise_conv::applies(geom),
+        };
+        if pointwise && !geom.is_depthwise() {
+            return PackedConvWeights::with_pointwise(geom, weights, bias);
+        }
         PackedConvWeights::with_algo(geom, weights, bias, gemm, wino)
     }
 
@@ -358,6 +372,23 @@ impl PackedConvWeights {
         if super::direct_conv::applies(geom) {
             p.algo = ConvAlgo::Direct;
             p.raw = super::direct_conv::pack_weights(geom, weights);
+            p.packed = Vec::new();
+        }
+        Ok(p)
+    }
+
+    /// [`ConvAlgo::PointwiseDirect`] where the geometry is a 1×1 unpadded conv,
+    /// otherwise the same as [`PackedConvWeights::with_gemm`] with the default crate GEMM.
+    pub fn with_pointwise(
+        geom: &ConvGeometry,
+        weights: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Result<PackedConvWeights, KernelError> {
+        let mut p =
+            PackedConvWeights::with_gemm(geom, weights, bias, ConvGemm::Crate(GemmBackend::Gemm))?;
+        if super::pointwise_conv::applies(geom) {
+            p.algo = ConvAlgo::PointwiseDirect;
+            p.raw = super::pointwise_conv::pack_weights(geom, weights);
             p.packed = Vec::new();
         }
         Ok(p)
@@ -567,6 +598,7 @@ fn slot_len(g: &ConvGeometry, w: &PackedConvWeights) -> usize {
     }
     match (w.algo, w.gemm) {
         (ConvAlgo::Depthwise, _) => 0,
+        (ConvAlgo::PointwiseDirect, _) => super::pointwise_conv::scratch_len(g, 1),
         (ConvAlgo::Grouped, _) => super::grouped_conv::slot_len(g),
         (ConvAlgo::Direct, _) => super::direct_conv::scratch_len(g, 1),
         (ConvAlgo::Pointwise, ConvGemm::Crate(_)) => 0,
@@ -663,6 +695,17 @@ pub fn conv(
             scratch,
         ),
         ConvAlgo::Direct => super::direct_conv::direct_conv(
+            simd_level(),
+            geom,
+            input,
+            &weights.raw,
+            &weights.bias,
+            residual,
+            act,
+            output,
+            scratch,
+        ),
+        ConvAlgo::PointwiseDirect => super::pointwise_conv::pointwise_conv(
             simd_level(),
             geom,
             input,
@@ -1439,6 +1482,109 @@ pub(crate) mod tests {
                 chain_err > 0.0 && err <= bound * chain_err,
                 "cin {cin} k {k}: error {err:e} vs one chain's {chain_err:e} (bound {bound})"
             );
+        }
+    }
+
+    /// Times ResNet-50's 1×1 convs (with bias, residual where the model has one, and ReLU)
+    /// through the `gemm` crate path and the engine's packed GEMM, interleaved, best of 40.
+    #[test]
+    #[ignore = "timing helper for development; run with --ignored --nocapture in release"]
+    fn time_pointwise_gemms() {
+        let shapes = [
+            (64, 256, 56, true),
+            (256, 64, 56, false),
+            (128, 512, 28, true),
+            (512, 128, 28, false),
+            (256, 1024, 14, true),
+            (1024, 256, 14, false),
+            (512, 2048, 7, true),
+            (2048, 512, 7, false),
+        ];
+        let threads: usize = std::env::var("TIME_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        for (cin, cout, hw, with_res) in shapes {
+            let g = ConvGeometry::new(
+                1,
+                cin,
+                &[hw, hw],
+                cout,
+                &[1, 1],
+                &[1, 1],
+                &[1, 1],
+                &[0, 0],
+                &[0, 0],
+                1,
+            )
+            .expect("geometry");
+            let x = rand_vec(g.input_len(), 1);
+            let wt = rand_vec(g.weight_len(), 2);
+            let bias = rand_vec(cout, 3);
+            let res = rand_vec(g.output_len(), 4);
+            let residual = with_res.then_some(&res[..]);
+            let packs = [
+                PackedConvWeights::with_gemm(
+                    &g,
+                    &wt,
+                    Some(&bias),
+                    ConvGemm::Crate(GemmBackend::Gemm),
+                ),
+                PackedConvWeights::with_gemm(&g, &wt, Some(&bias), ConvGemm::Packed),
+                PackedConvWeights::with_pointwise(&g, &wt, Some(&bias)),
+            ]
+            .map(|p| p.expect("pack"));
+            let mut out = vec![0.0; g.output_len()];
+            let mut scratch = vec![
+                0.0;
+                packs
+                    .iter()
+                    .map(|p| conv_scratch_len(&g, p, threads))
+                    .max()
+                    .unwrap_or(0)
+            ];
+            // Interleaved rounds (best of 5 per variant per round); the ratios to the first
+            // variant are taken within a round, then their median: the machine is shared and
+            // its slow phases last longer than a round.
+            let rounds = 12;
+            let mut best = vec![[f64::MAX; 3]; rounds];
+            with_threads(threads, || {
+                for round in best.iter_mut() {
+                    for (pw, b) in packs.iter().zip(round.iter_mut()) {
+                        for _ in 0..5 {
+                            let t = std::time::Instant::now();
+                            conv(
+                                &g,
+                                &x,
+                                pw,
+                                residual,
+                                Activation::Relu,
+                                &mut out,
+                                &mut scratch,
+                            )
+                            .expect("conv");
+                            *b = b.min(t.elapsed().as_secs_f64());
+                        }
+                    }
+                }
+            });
+            let median = |mut v: Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let mut line = format!("{cin}->{cout} {hw}x{hw} res={with_res}:");
+            for (i, pw) in packs.iter().enumerate() {
+                let b = best.iter().map(|r| r[i]).fold(f64::MAX, f64::min);
+                let ratio = median(best.iter().map(|r| r[i] / r[0]).collect());
+                let gf = 2.0 * g.macs() as f64 / b / 1e9;
+                line += &format!(
+                    " {:?}/{:?} best {:.3} ms {gf:.1} GF/s, x{ratio:.2};",
+                    pw.algo(),
+                    pw.gemm(),
+                    b * 1e3
+                );
+            }
+            println!("{line}");
         }
     }
 

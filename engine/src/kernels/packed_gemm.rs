@@ -337,6 +337,15 @@ pub(crate) unsafe fn gemm_packed_raw(
                         for p in pa0..pa1 {
                             let (ap, coff, tile) = tile_at(p, c0, SUB.min(cols - c0));
                             #[cfg(target_arch = "x86_64")]
+                            if p + 1 < npanels_a {
+                                prefetch_tile(
+                                    c.add(coff + mr * ldc),
+                                    tile.residual.map(|r| r.as_ptr().add(mr * ldc)),
+                                    mr.min(rows - (p + 1) * mr),
+                                    ldc,
+                                );
+                            }
+                            #[cfg(target_arch = "x86_64")]
                             // SAFETY: AVX2+FMA present (level clamped to the detected level
                             // above); `ap` holds kc×MR_AVX2 floats and `bsub` kc×SUB (slices
                             // checked by indexing); the tile lies in `c`/`residual` by this
@@ -362,6 +371,30 @@ pub(crate) unsafe fn gemm_packed_raw(
         for r in 0..rows {
             // SAFETY: row r of the tile is inside `c` by the function's contract.
             activation_inplace(std::slice::from_raw_parts_mut(c.add(r * ldc), nb), post_act);
+        }
+    }
+}
+
+/// Asks for the output (and residual) rows of the next tile down: the sweep visits C one
+/// 16-column slice of `nrows` rows at a time, rows `ldc` floats apart, a pattern the hardware
+/// prefetchers do not follow, so without this every tile's first store and residual load
+/// waits on memory (1×1 convs with a residual and short K measured ~1.5× slower).
+///
+/// # Safety
+/// None beyond computing the addresses: prefetches never fault. `wrapping_add` keeps the
+/// pointer arithmetic defined even where a row would lie past the allocation.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+unsafe fn prefetch_tile(c: *mut f32, residual: Option<*const f32>, nrows: usize, ldc: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    for r in 0..nrows {
+        let row = c.wrapping_add(r * ldc) as *const i8;
+        _mm_prefetch::<_MM_HINT_T0>(row);
+        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(60));
+        if let Some(res) = residual {
+            let rrow = res.wrapping_add(r * ldc) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(rrow);
+            _mm_prefetch::<_MM_HINT_T0>(rrow.wrapping_add(60));
         }
     }
 }

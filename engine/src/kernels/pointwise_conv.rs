@@ -1,0 +1,788 @@
+//! 1×1 stride-1 unpadded convolutions (ResNet's bottleneck convs): a weight-stationary GEMM
+//! that reads the input where it lies and writes the output once, epilogue included.
+//!
+//! Why not the crate GEMM: it re-packs the weights on every call and writes the raw product,
+//! which a second pass then reads back to add bias and residual and apply the activation — for
+//! ResNet-50's 64→256 convs at 56×56 (short K, a residual) that pass and the packing made the
+//! node 2× ONNX Runtime's time. The engine's packed GEMM fuses the epilogue but sweeps each
+//! 16-column slice down all output rows (rows `H·W` floats apart, a pattern the prefetchers do
+//! not follow) and must pack the input it could read in place.
+//!
+//! Here, for a conv `C[cout × P] = W[cout × K] · X[K × P]` (`K` = input channels per group,
+//! `P` = positions):
+//! - the weights are packed once, at load, into panels of [`MR`] output channels, `[K][MR]`;
+//! - K is cut into the slices of `gemm::k_slice` (the GEMM path's, for the same rounding: each
+//!   output sums slice partials, a blocked summation);
+//! - a work item is one image's block of positions (its input slice, `kc × block` floats, sized
+//!   to stay in L2) and a range of output-channel panels; for each K slice, each panel's
+//!   `kc × MR` weights stay in L1 while an [`MR`]×[`NR`] register tile sweeps the block's
+//!   positions left to right, so the output and residual are read and written along their rows;
+//! - the first slice stores its sums, later ones add theirs, and the last applies bias +
+//!   residual + activation in registers before the only store of the final value.
+//!
+//! A ragged last tile loads and stores with lane masks, so nothing outside the tensors is read
+//! or written. Each output is the same slice sums added in the same order whatever the work
+//! split, so results are bit-identical across thread counts.
+
+use super::conv::ConvGeometry;
+use super::cpu_features::{detected_simd_level, SimdLevel};
+use super::elementwise::activation_inplace_with;
+use super::gemm::{k_slice, SendPtr};
+use crate::ir::Activation;
+use rayon::prelude::*;
+
+/// Output channels per register tile (the broadcast operand, from the packed weights).
+pub const MR: usize = 6;
+/// Positions per register tile (two AVX2 vectors of the input row).
+pub const NR: usize = 16;
+/// Bytes of one item's input slice (`kc` channels × its block of positions) when K is one
+/// slice: kept in L2 (512 KiB per core on the machine measured) while every panel of weights
+/// sweeps it.
+const BLOCK_BYTES: usize = 256 * 1024;
+/// Bytes of one item's input slice plus its output (re-read by each later K slice) when K has
+/// several slices: both stay in L2.
+const SLICED_BLOCK_BYTES: usize = 320 * 1024;
+/// Largest K swept whole per block of positions (blocks of at least 128 positions): beyond it
+/// (1024–2048 channels on 14×14 and 7×7 maps) the blocks would be so narrow that the weights,
+/// 1–8 MiB, would stream from memory once per handful of tiles, so those sweep one K slice
+/// at a time with the running sums in the output.
+const WHOLE_K_MAX: usize = 512;
+
+/// Most positions per block: the strided packing keeps their input offsets on the stack.
+const MAX_BLOCK: usize = 1024;
+
+/// Whether [`pointwise_conv`] computes `g`: every kernel dim 1 and no padding (any stride, any
+/// spatial rank, any group count). With stride 1 the input already is the GEMM's right-hand
+/// side; with larger strides (ResNet's 1×1/2 shortcuts) the packing gathers its positions.
+pub fn applies(g: &ConvGeometry) -> bool {
+    g.kernel.iter().all(|&k| k == 1) && g.pads_begin.iter().chain(&g.pads_end).all(|&p| p == 0)
+}
+
+/// Packs OIHW 1×1 weights (`cout × cin/group`) per group into panels of [`MR`] output channels,
+/// each `[K][MR]` (rows past the group's last channel are zero).
+pub fn pack_weights(g: &ConvGeometry, weights: &[f32]) -> Vec<f32> {
+    let (k, cout_g) = (g.cin_per_group(), g.cout_per_group());
+    let panels = cout_g.div_ceil(MR);
+    let mut out = vec![0.0; g.group * panels * k * MR];
+    for grp in 0..g.group {
+        for p in 0..panels {
+            let dst = &mut out[(grp * panels + p) * k * MR..][..k * MR];
+            for r in 0..MR.min(cout_g - p * MR) {
+                let co = grp * cout_g + p * MR + r;
+                for (kk, &w) in weights[co * k..(co + 1) * k].iter().enumerate() {
+                    dst[kk * MR + r] = w;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Floats [`pack_weights`] returns for `g`.
+pub fn packed_len(g: &ConvGeometry) -> usize {
+    g.group * g.cout_per_group().div_ceil(MR) * g.cin_per_group() * MR
+}
+
+/// One item of work: positions `p0..p1` of image `n`, group `grp`, panels `b0..b1`.
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    n: usize,
+    grp: usize,
+    p0: usize,
+    p1: usize,
+    b0: usize,
+    b1: usize,
+}
+
+/// How one call splits its work (depends on the geometry and thread count, never on values).
+#[derive(Debug, Clone, Copy)]
+struct Split {
+    block: usize,
+    blocks: usize,
+    panels: usize,
+    panels_per_part: usize,
+    parts: usize,
+    tiles: usize,
+    /// Input channels packed and swept per pass: all of K (the kernel sums its slices in
+    /// registers and L1, each output is written once) or one K slice (the output holds the
+    /// running sums between passes).
+    depth: usize,
+}
+
+/// Blocks of positions for a conv with `k` input channels (slices of `kc`), `cout` output
+/// channels and `tiles` tiles of positions: the count that moves the fewest bytes between L2
+/// and memory. Every block streams all the weights once; with several K slices, a block whose
+/// output (re-read by each slice) and input slice do not fit [`SLICED_BLOCK_BYTES`] moves its
+/// output once more per extra slice. With one slice only the input slice has to fit
+/// ([`BLOCK_BYTES`], at most [`MAX_BLOCK`] positions). So 7×7 maps with 2048 channels run as
+/// one block (their 4–8 MiB of weights dominate), 28×28 maps with 128 as three.
+fn block_count(k: usize, kc: usize, cout: usize, tiles: usize) -> usize {
+    let slices = k.div_ceil(kc);
+    let min_blocks = tiles.div_ceil(MAX_BLOCK / NR);
+    if slices == 1 {
+        let per_block = (BLOCK_BYTES / 4 / kc / NR).max(1);
+        return tiles.div_ceil(per_block).max(min_blocks);
+    }
+    let weights = (cout * k) as f64;
+    let cost = |blocks: usize| {
+        let positions = tiles.div_ceil(blocks) * NR;
+        let fits = (kc + cout) * positions * 4 <= SLICED_BLOCK_BYTES;
+        let out_traffic = if fits {
+            0.0
+        } else {
+            (2 * (slices - 1) * cout * tiles * NR) as f64
+        };
+        blocks as f64 * weights + out_traffic
+    };
+    (min_blocks..=tiles.max(min_blocks))
+        .min_by(|&a, &b| cost(a).total_cmp(&cost(b)))
+        .unwrap_or(1)
+}
+
+impl Split {
+    fn new(g: &ConvGeometry, threads: usize) -> Split {
+        let (k, plane) = (g.cin_per_group().max(1), g.out_plane().max(1));
+        let kc = k_slice(k).max(1);
+        let panels = g.cout_per_group().div_ceil(MR).max(1);
+        let tiles = plane.div_ceil(NR);
+        let whole_k = k <= WHOLE_K_MAX;
+        let depth = if whole_k { k } else { kc };
+        let blocks = block_count(k, depth, panels * MR, tiles);
+        // Tiles spread evenly over the blocks (13 tiles in 4 blocks: 3, 3, 3, 4).
+        let block = tiles.div_ceil(blocks) * NR;
+        // Output channels split only to give every thread work (3 items each, for an even
+        // finish): each part packs its block's input again.
+        let outer = g.batch * g.group * blocks;
+        let parts = if threads > 1 && outer < 3 * threads {
+            (3 * threads).div_ceil(outer).min(panels)
+        } else {
+            1
+        };
+        let panels_per_part = panels.div_ceil(parts);
+        Split {
+            block,
+            blocks,
+            panels,
+            panels_per_part,
+            parts: panels.div_ceil(panels_per_part),
+            tiles,
+            depth,
+        }
+    }
+
+    fn items(&self, g: &ConvGeometry) -> usize {
+        g.batch * g.group * self.blocks * self.parts
+    }
+
+    /// Item `i`; consecutive items share a block of positions (its input stays in cache).
+    fn item(&self, g: &ConvGeometry, i: usize) -> Item {
+        let part = i % self.parts;
+        let rest = i / self.parts;
+        let blk = rest % self.blocks;
+        let rest = rest / self.blocks;
+        let (grp, n) = (rest % g.group, rest / g.group);
+        let plane = g.out_plane();
+        Item {
+            n,
+            grp,
+            p0: blk * self.tiles / self.blocks * NR,
+            p1: ((blk + 1) * self.tiles / self.blocks * NR).min(plane),
+            b0: part * self.panels_per_part,
+            b1: ((part + 1) * self.panels_per_part).min(self.panels),
+        }
+    }
+}
+
+/// `output = act(W ⊛ input + bias + residual)` for a 1×1 conv ([`applies`]) with weights from
+/// [`pack_weights`]; `scratch` holds at least one worker's packed input slice
+/// ([`scratch_len`]). Partial sums live in the output until the last K slice.
+///
+/// # Panics
+/// If a slice is shorter than the geometry needs.
+#[allow(clippy::too_many_arguments)]
+pub fn pointwise_conv(
+    level: SimdLevel,
+    g: &ConvGeometry,
+    input: &[f32],
+    packed: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    act: Activation,
+    output: &mut [f32],
+    scratch: &mut [f32],
+) {
+    assert!(
+        applies(g),
+        "pointwise_conv: not a 1×1 stride-1 unpadded conv"
+    );
+    assert!(
+        scratch.len() >= slot_len(g),
+        "pointwise_conv: scratch too short"
+    );
+    assert!(input.len() >= g.input_len() && output.len() >= g.output_len());
+    assert!(packed.len() >= packed_len(g) && bias.len() >= g.out_channels);
+    if let Some(r) = residual {
+        assert!(r.len() >= g.output_len());
+    }
+    let level = level.min(detected_simd_level());
+    let threads = rayon::current_num_threads().max(1);
+    let split = Split::new(g, threads);
+    let (k, cout_g, plane) = (g.cin_per_group(), g.cout_per_group(), g.out_plane());
+    if k == 0 || plane == 0 {
+        // No input channels: every output is act(bias + residual).
+        for (i, v) in output[..g.output_len()].iter_mut().enumerate() {
+            let co = i / plane.max(1) % g.out_channels;
+            *v = act.apply(bias[co] + residual.map_or(0.0, |r| r[i]));
+        }
+        return;
+    }
+    let kc_max = k_slice(k);
+    // Activations the tile applies in registers; the others run over the item's rows after
+    // its last slice.
+    let (tile_act, post_act) = match act {
+        Activation::None | Activation::Relu | Activation::Clip(..) => (act, Activation::None),
+        other => (Activation::None, other),
+    };
+    let out_ptr = SendPtr(output.as_mut_ptr());
+    let in_plane = g.in_plane();
+    let strided = g.strides.iter().any(|&s| s != 1);
+    let run = |it: Item, panel_buf: &mut [f32]| {
+        let x_img = (it.n * g.in_channels + it.grp * k) * in_plane;
+        let co_base = it.grp * cout_g;
+        let out_img = (it.n * g.out_channels + co_base) * plane;
+        let positions = it.p1 - it.p0;
+        let mut k0 = 0;
+        while k0 < k {
+            let kc = split.depth.min(k - k0);
+            let (first, last) = (k0 == 0, k0 + kc == k);
+            let xp = &mut panel_buf[..positions.next_multiple_of(NR) * kc];
+            let x = &input[x_img + k0 * in_plane..];
+            if strided {
+                pack_input_strided(g, x, kc, it.p0, positions, xp);
+            } else {
+                pack_input(&x[it.p0..], in_plane, kc, positions, xp);
+            }
+            let xp: &[f32] = xp;
+            for b in it.b0..it.b1 {
+                let rows = MR.min(cout_g - b * MR);
+                let a = &packed[((it.grp * split.panels + b) * k + k0) * MR..][..kc * MR];
+                let row0 = out_img + b * MR * plane;
+                for (tile, x) in xp.chunks_exact(kc * NR).enumerate() {
+                    let j = it.p0 + tile * NR;
+                    let t = Tile {
+                        rows,
+                        width: NR.min(it.p1 - j),
+                        ldc: plane,
+                        first,
+                        last,
+                        bias: &bias[co_base + b * MR..co_base + b * MR + rows],
+                        residual: residual.map(|r| &r[row0 + j..]),
+                        act: tile_act,
+                    };
+                    // SAFETY: the tile is rows `rows` of panel b (output channels of this item)
+                    // × positions j..j+width of image n; items are disjoint (image, group,
+                    // block, panel range) sets so no other thread touches it; `output`
+                    // outlives the parallel scope.
+                    unsafe {
+                        compute_tile(level, kc, kc_max, a, x, { out_ptr }.0.add(row0 + j), &t)
+                    };
+                }
+                if last && post_act != Activation::None {
+                    for r in 0..rows {
+                        // SAFETY: row r of this item's output (positions p0..p1), owned by
+                        // this item as above.
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                { out_ptr }.0.add(row0 + r * plane + it.p0),
+                                positions,
+                            )
+                        };
+                        activation_inplace_with(level, dst, post_act);
+                    }
+                }
+            }
+            k0 += kc;
+        }
+    };
+    let items = split.items(g);
+    let slot = slot_len(g);
+    let workers = (scratch.len() / slot.max(1)).clamp(1, threads).min(items);
+    if workers <= 1 {
+        let buf = &mut scratch[..slot];
+        (0..items).for_each(|i| run(split.item(g, i), buf));
+        return;
+    }
+    // A shared counter hands out items: a descheduled thread delays one item, not its share.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    scratch[..slot * workers]
+        .par_chunks_mut(slot)
+        .for_each(|buf| loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= items {
+                break;
+            }
+            run(split.item(g, i), buf);
+        });
+}
+
+/// Copies `kc` rows (`ldx` apart) of `positions` floats into tiles of [`NR`] positions, each
+/// `[kc][NR]` and contiguous, the last one zero-padded: the kernel then streams each tile in
+/// order instead of touching `kc` rows far apart per tile. The input is read row by row (the
+/// prefetchers follow each row; it is usually cold, just written by the previous node).
+fn pack_input(x: &[f32], ldx: usize, kc: usize, positions: usize, out: &mut [f32]) {
+    let full = positions / NR;
+    let tail = positions - full * NR;
+    for kk in 0..kc {
+        let row = &x[kk * ldx..kk * ldx + positions];
+        for (t, src) in row.chunks_exact(NR).enumerate() {
+            let d: &mut [f32; NR] = (&mut out[(t * kc + kk) * NR..][..NR])
+                .try_into()
+                .expect("NR floats");
+            *d = src.try_into().expect("NR floats");
+        }
+        if tail > 0 {
+            let d = &mut out[(full * kc + kk) * NR..][..NR];
+            d[..tail].copy_from_slice(&row[full * NR..]);
+            d[tail..].fill(0.0);
+        }
+    }
+}
+
+/// [`pack_input`] for a strided conv: output positions `p0..p0 + positions` gather the input
+/// values they read (each row is read once per tile of 16 positions, the tiles in order).
+fn pack_input_strided(
+    g: &ConvGeometry,
+    x: &[f32],
+    kc: usize,
+    p0: usize,
+    positions: usize,
+    out: &mut [f32],
+) {
+    let in_plane = g.in_plane();
+    let mut offsets = [0usize; MAX_BLOCK];
+    for (i, off) in offsets[..positions].iter_mut().enumerate() {
+        // Output position → input index, dimension by dimension (last fastest).
+        let (mut q, mut idx, mut scale) = (p0 + i, 0, 1);
+        for d in (0..g.out_spatial.len()).rev() {
+            idx += q % g.out_spatial[d] * g.strides[d] * scale;
+            q /= g.out_spatial[d];
+            scale *= g.in_spatial[d];
+        }
+        *off = idx;
+    }
+    let offsets = &offsets[..positions];
+    for kk in 0..kc {
+        let row = &x[kk * in_plane..(kk + 1) * in_plane];
+        for (t, offs) in offsets.chunks(NR).enumerate() {
+            let d = &mut out[(t * kc + kk) * NR..][..NR];
+            for (v, &o) in d.iter_mut().zip(offs) {
+                *v = row[o];
+            }
+            d[offs.len()..].fill(0.0);
+        }
+    }
+}
+
+/// Scratch floats per worker: one item's packed input slice.
+fn slot_len(g: &ConvGeometry) -> usize {
+    let s = Split::new(g, 1);
+    s.depth * s.block.min(g.out_plane().next_multiple_of(NR))
+}
+
+/// Scratch floats [`pointwise_conv`] needs to run on `threads` workers (less, down to one
+/// worker's share, runs fewer items at once).
+pub fn scratch_len(g: &ConvGeometry, threads: usize) -> usize {
+    slot_len(g) * threads.max(1)
+}
+
+/// One register tile's shape and store: `rows ≤ MR` output channels × `width ≤ NR` positions
+/// at row stride `ldc`.
+struct Tile<'a> {
+    rows: usize,
+    width: usize,
+    ldc: usize,
+    /// First K slice: store the sums (otherwise add them to what is stored).
+    first: bool,
+    /// Last K slice: apply bias, residual and `act` before the store.
+    last: bool,
+    bias: &'a [f32],
+    /// Starts at the tile's first position of its first row (row stride `ldc`).
+    residual: Option<&'a [f32]>,
+    act: Activation,
+}
+
+/// Computes one tile over `depth` input channels, summed in slices of `slice` (then added in
+/// order), at `level` (AVX2 kernel, or the portable one).
+///
+/// # Safety
+/// `c` must be valid for reads and writes of `t.rows` rows of `t.width` floats at stride
+/// `t.ldc`, owned by the caller; `x` is a packed input tile (`depth·NR` floats,
+/// [`pack_input`]); `a` holds `depth·MR` floats; `t.residual` covers the tile like `c`.
+#[inline]
+unsafe fn compute_tile(
+    level: SimdLevel,
+    depth: usize,
+    slice: usize,
+    a: &[f32],
+    x: &[f32],
+    c: *mut f32,
+    t: &Tile<'_>,
+) {
+    assert!(a.len() >= depth * MR && x.len() >= depth * NR && slice > 0);
+    #[cfg(target_arch = "x86_64")]
+    if level >= SimdLevel::Avx2 {
+        // SAFETY: AVX2+FMA present (level clamped to the detected one); the slices were
+        // checked above and the tile satisfies the kernel's contract by this function's.
+        return avx2::tile_6x16(depth, slice, a.as_ptr(), x.as_ptr(), c, t);
+    }
+    let _ = level;
+    tile_portable(depth, slice, a, x, c, t)
+}
+
+/// The portable tile: the same sums (one chain per output per slice, slices added in order)
+/// without explicit SIMD.
+///
+/// # Safety
+/// As [`compute_tile`].
+unsafe fn tile_portable(
+    depth: usize,
+    slice: usize,
+    a: &[f32],
+    x: &[f32],
+    c: *mut f32,
+    t: &Tile<'_>,
+) {
+    let mut acc = [[0.0f32; NR]; MR];
+    let mut total = [[0.0f32; NR]; MR];
+    let mut done = 0;
+    while done < depth {
+        let n = slice.min(depth - done);
+        let mut part = [[0.0f32; NR]; MR];
+        let rows = x[done * NR..]
+            .chunks_exact(NR)
+            .zip(a[done * MR..].chunks_exact(MR));
+        for (xr, ar) in rows.take(n) {
+            for (pr, &w) in part.iter_mut().zip(ar) {
+                for (s, &v) in pr.iter_mut().zip(xr) {
+                    *s += w * v;
+                }
+            }
+        }
+        if done == 0 {
+            total = part;
+        } else {
+            for (tr, pr) in total.iter_mut().zip(&part) {
+                for (t, &p) in tr.iter_mut().zip(pr) {
+                    *t += p;
+                }
+            }
+        }
+        acc = total;
+        done += n;
+    }
+    for (r, accr) in acc.iter().enumerate().take(t.rows) {
+        for (j, &s) in accr.iter().enumerate().take(t.width) {
+            // SAFETY: (r, j) is inside the tile the caller owns.
+            let dst = c.add(r * t.ldc + j);
+            let mut v = if t.first { s } else { *dst + s };
+            if t.last {
+                v += t.bias[r] + t.residual.map_or(0.0, |res| res[r * t.ldc + j]);
+                v = t.act.apply(v);
+            }
+            *dst = v;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Tile, MR, NR};
+    use crate::ir::Activation;
+    use std::arch::x86_64::*;
+
+    /// Lane mask for the first `n` of 8 lanes (sign bit set = lane active).
+    #[inline(always)]
+    unsafe fn mask(n: usize) -> __m256i {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes)
+    }
+
+    /// `n` steps of the register tile: `V` vectors of 8 positions (2, or 1 for a narrow tail)
+    /// times [`MR`] broadcast weights, from a fresh zero.
+    ///
+    /// # Safety
+    /// Requires AVX2 and FMA; `a` holds `n·MR` floats and `x` `n·NR`.
+    #[inline(always)]
+    unsafe fn slice_sums<const V: usize>(
+        n: usize,
+        a: *const f32,
+        x: *const f32,
+    ) -> [[__m256; 2]; MR] {
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        let (mut a, mut x) = (a, x);
+        for _ in 0..n {
+            let x0 = _mm256_loadu_ps(x);
+            let x1 = if V == 2 {
+                _mm256_loadu_ps(x.add(8))
+            } else {
+                _mm256_setzero_ps()
+            };
+            for (r, accr) in acc.iter_mut().enumerate() {
+                let w = _mm256_broadcast_ss(&*a.add(r));
+                accr[0] = _mm256_fmadd_ps(w, x0, accr[0]);
+                if V == 2 {
+                    accr[1] = _mm256_fmadd_ps(w, x1, accr[1]);
+                }
+            }
+            a = a.add(MR);
+            x = x.add(NR);
+        }
+        acc
+    }
+
+    /// The 6×16 tile: 12 accumulators, two input vectors per channel and one broadcast weight.
+    /// A ragged tile (`t.width < 16`) stores (and reads the output and residual) through lane
+    /// masks; its packed input lanes past the width are zero.
+    ///
+    /// # Safety
+    /// Requires AVX2 and FMA; the contract of `super::compute_tile`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tile_6x16(
+        depth: usize,
+        slice: usize,
+        a: *const f32,
+        x: *const f32,
+        c: *mut f32,
+        t: &Tile<'_>,
+    ) {
+        let mut a = a;
+        let mut x = x;
+        let zero = _mm256_setzero_ps();
+        // Earlier slices' total (blocked summation, the order of the GEMM path's K slices:
+        // ((s1 + s2) + s3) + ..), kept in L1 through explicit loads and stores: the
+        // accumulators need all the registers, and a second register array would spill.
+        let mut total = [0.0f32; MR * NR];
+        let tp = total.as_mut_ptr();
+        let mut done = 0;
+        let acc = loop {
+            let n = slice.min(depth - done);
+            let acc = if t.width > 8 {
+                slice_sums::<2>(n, a, x)
+            } else {
+                // A tail of at most 8 positions (7×7 maps: 49 = 3·16 + 1): half the work.
+                slice_sums::<1>(n, a, x)
+            };
+            a = a.add(n * MR);
+            x = x.add(n * NR);
+            let first_slice = done == 0;
+            done += n;
+            let mut acc = acc;
+            if !first_slice {
+                for (r, ar) in acc.iter_mut().enumerate() {
+                    for (v, av) in ar.iter_mut().enumerate() {
+                        *av = _mm256_add_ps(_mm256_loadu_ps(tp.add(r * NR + 8 * v)), *av);
+                    }
+                }
+            }
+            if done >= depth {
+                break acc;
+            }
+            for (r, ar) in acc.iter().enumerate() {
+                for (v, av) in ar.iter().enumerate() {
+                    _mm256_storeu_ps(tp.add(r * NR + 8 * v), *av);
+                }
+            }
+        };
+        let masks = [mask(t.width), mask(t.width.saturating_sub(8))];
+        let full = t.width == NR;
+        let load = |p: *const f32, v: usize| -> __m256 {
+            if full {
+                _mm256_loadu_ps(p)
+            } else {
+                _mm256_maskload_ps(p, masks[v])
+            }
+        };
+        let (lo, hi) = match t.act {
+            Activation::Clip(l, h) => (_mm256_set1_ps(l), _mm256_set1_ps(h)),
+            _ => (zero, zero),
+        };
+        for (r, accr) in acc.iter().enumerate().take(t.rows) {
+            let crow = c.add(r * t.ldc);
+            let bias = _mm256_set1_ps(t.bias[r]);
+            for (v, &sum) in accr.iter().enumerate().take(t.width.div_ceil(8)) {
+                let p = crow.add(8 * v);
+                let mut y = sum;
+                if !t.first {
+                    y = _mm256_add_ps(load(p, v), y);
+                }
+                if t.last {
+                    // y + (bias + residual): the order of the other conv epilogues.
+                    let mut add = bias;
+                    if let Some(res) = t.residual {
+                        add = _mm256_add_ps(bias, load(res.as_ptr().add(r * t.ldc + 8 * v), v));
+                    }
+                    y = _mm256_add_ps(y, add);
+                    y = match t.act {
+                        // max(0, NaN) is NaN: ONNX Relu keeps NaN.
+                        Activation::Relu => _mm256_max_ps(zero, y),
+                        Activation::Clip(..) => _mm256_min_ps(_mm256_max_ps(y, lo), hi),
+                        _ => y,
+                    };
+                }
+                if full {
+                    _mm256_storeu_ps(p, y);
+                } else {
+                    _mm256_maskstore_ps(p, masks[v], y);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::conv::tests::conv_ref;
+    use crate::kernels::test_util::{rand_vec, with_threads};
+
+    /// (batch, cin, spatial, cout, group, strides)
+    type Case = (usize, usize, Vec<usize>, usize, usize, Vec<usize>);
+
+    fn cases() -> Vec<Case> {
+        let s1 = |n: usize| vec![1; n];
+        vec![
+            (1, 64, vec![56, 56], 256, 1, s1(2)),
+            (1, 256, vec![7, 7], 70, 1, s1(2)),
+            // Several K slices (300 → 2 × 150; 600 → 3 × 200), ragged tiles and panels.
+            (2, 300, vec![5, 9], 13, 1, s1(2)),
+            (1, 600, vec![3, 3], 20, 1, s1(2)),
+            (1, 5, vec![1, 1], 7, 1, s1(2)),
+            (1, 1, vec![17], 3, 1, s1(1)),
+            (2, 12, vec![3, 4, 5], 9, 1, s1(3)),
+            (1, 8, vec![6, 6], 12, 2, s1(2)),
+            (1, 16, vec![5, 7], 8, 4, s1(2)),
+            // Many positions and channels: several blocks and panel parts.
+            (1, 520, vec![30, 30], 40, 1, s1(2)),
+            (1, 2048, vec![7, 7], 64, 1, s1(2)),
+            // Strided (ResNet's 1×1/2 shortcut; odd sizes, unequal strides, 1-D and 3-D).
+            (1, 64, vec![28, 28], 40, 1, vec![2, 2]),
+            (2, 20, vec![9, 11], 14, 1, vec![2, 2]),
+            (1, 300, vec![15, 15], 9, 1, vec![2, 1]),
+            (1, 7, vec![20], 5, 1, vec![3]),
+            (1, 6, vec![5, 6, 7], 4, 2, vec![2, 3, 1]),
+        ]
+    }
+
+    fn geometry(c: &Case) -> ConvGeometry {
+        let (b, cin, sp, cout, grp, st) = c;
+        let nd = sp.len();
+        ConvGeometry::new(
+            *b,
+            *cin,
+            sp,
+            *cout,
+            &vec![1; nd],
+            st,
+            &vec![1; nd],
+            &vec![0; nd],
+            &vec![0; nd],
+            *grp,
+        )
+        .expect("valid case")
+    }
+
+    #[test]
+    fn pointwise_matches_f64_reference_every_level_and_thread_count() {
+        let acts = [
+            Activation::Relu,
+            Activation::None,
+            Activation::Clip(-0.5, 0.7),
+            Activation::Sigmoid,
+            Activation::LeakyRelu(0.1),
+        ];
+        for (ci, case) in cases().iter().enumerate() {
+            let g = geometry(case);
+            let cout = g.out_channels;
+            assert!(applies(&g), "case {ci}");
+            let x = rand_vec(g.input_len(), 10 + ci as u64);
+            let w = rand_vec(g.weight_len(), 20 + ci as u64);
+            let bias = rand_vec(cout, 30 + ci as u64);
+            let res = rand_vec(g.output_len(), 40 + ci as u64);
+            let want = conv_ref(&g, &x, &w, Some(&bias));
+            let packed = pack_weights(&g, &w);
+            assert_eq!(packed.len(), packed_len(&g));
+            let act = acts[ci % acts.len()];
+            let tol = 2e-6 * (g.cin_per_group() as f64).sqrt() * 8.0 + 1e-5;
+            for residual in [None, Some(&res[..])] {
+                for level in SimdLevel::available() {
+                    let mut outs = Vec::new();
+                    for (threads, slots) in [(1, 1), (2, 2), (2, 1)] {
+                        let mut out = vec![f32::NAN; g.output_len()];
+                        let mut scratch = vec![f32::NAN; scratch_len(&g, slots)];
+                        with_threads(threads, || {
+                            pointwise_conv(
+                                level,
+                                &g,
+                                &x,
+                                &packed,
+                                &bias,
+                                residual,
+                                act,
+                                &mut out,
+                                &mut scratch,
+                            )
+                        });
+                        outs.push(out);
+                    }
+                    for other in &outs[1..] {
+                        assert_eq!(
+                            outs[0].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            other.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            "case {ci} {level:?}: thread counts or worker slots differ"
+                        );
+                    }
+                    for (i, (&got, &r)) in outs[0].iter().zip(&want).enumerate() {
+                        let pre = r + residual.map_or(0.0, |res| res[i] as f64);
+                        let exp = act.apply(pre as f32) as f64;
+                        assert!(
+                            (got as f64 - exp).abs() <= tol * (1.0 + exp.abs()),
+                            "case {ci} {level:?} {act:?} res={} at {i}: {got} vs {exp}",
+                            residual.is_some()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn block_count_trades_weight_streams_against_output_rereads() {
+        // ResNet-50 layer4 shortcut, 1024→2048 at 7×7: 8 MiB of weights, one block.
+        assert_eq!(block_count(1024, 256, 2052, 4), 1);
+        // layer2 conv1, 512→128 at 28×28: blocks of ≤ 272 positions keep the output in L2.
+        assert_eq!(block_count(512, 128, 132, 49), 3);
+        // layer1 conv3, 64→256 at 56×56, one K slice: 1024-position blocks.
+        assert_eq!(block_count(64, 64, 258, 196), 4);
+    }
+
+    #[test]
+    fn splits_cover_every_output_once() {
+        for threads in [1, 2, 8] {
+            for case in cases() {
+                let g = geometry(&case);
+                let s = Split::new(&g, threads);
+                let mut seen = vec![0u8; g.batch * g.group * s.panels * g.out_plane()];
+                for i in 0..s.items(&g) {
+                    let it = s.item(&g, i);
+                    for p in it.b0..it.b1 {
+                        for q in it.p0..it.p1 {
+                            seen[((it.n * g.group + it.grp) * s.panels + p) * g.out_plane() + q] +=
+                                1;
+                        }
+                    }
+                }
+                assert!(seen.iter().all(|&c| c == 1), "{case:?} t{threads}");
+            }
+        }
+    }
+}
