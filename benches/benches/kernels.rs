@@ -132,6 +132,13 @@ fn bench_convs(c: &mut Criterion) {
                 PackedConvWeights::with_direct(&g, &w, Some(&bias)).expect("pack"),
             ));
         }
+        // The engine's 1×1 kernel (the default for 1×1 convs, strided ones included).
+        if engine::kernels::pointwise_conv::applies(&g) {
+            packs.push((
+                "pointwise",
+                PackedConvWeights::with_pointwise(&g, &w, Some(&bias)).expect("pack"),
+            ));
+        }
         for (label, pw) in packs {
             let mut out = vec![0.0f32; g.output_len()];
             let mut scratch = vec![0.0f32; conv_scratch_len(&g, &pw, threads())];

@@ -13,8 +13,14 @@
 //! - [`ConvAlgo::Depthwise`] (group == cin == cout, 1-D/2-D): direct kernel, no scratch.
 //! - [`ConvAlgo::Grouped`] (2-D, several groups of at most 64 channels, not 1×1 stride 1):
 //!   direct kernel [`super::grouped_conv`] (ResNeXt's 3×3 convs).
-//! - [`ConvAlgo::Pointwise`] (all kernel dims 1, stride 1, no pad): the input already is the
-//!   GEMM's right-hand matrix `X[cin_g × ∏spatial]`.
+//! - [`ConvAlgo::PointwiseDirect`] (all kernel dims 1, no pad, any stride; the default for
+//!   them): [`super::pointwise_conv`], a weight-stationary GEMM with the weights packed at
+//!   load, the input packed per block of positions and the epilogue in its only store.
+//!   `ENGINE_POINTWISE=gemm` puts 1×1 convs back on the GEMM paths below, `stride1` keeps
+//!   strided ones on im2col.
+//! - [`ConvAlgo::Pointwise`] (all kernel dims 1, stride 1, no pad, with `ENGINE_POINTWISE=gemm`
+//!   or [`PackedConvWeights::with_gemm`]): the input already is the GEMM's right-hand matrix
+//!   `X[cin_g × ∏spatial]`.
 //! - [`ConvAlgo::Direct`] (2-D, group 1, kernel larger than 1×1, at least 64 taps per output
 //!   and 128 output positions, where at most 15% of the computed positions are thrown away and
 //!   strided convs have at most 256 output channels, see [`super::direct_conv::worth_it`]):

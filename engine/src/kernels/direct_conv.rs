@@ -92,10 +92,10 @@ const MAX_STRIDED_COUT: usize = 256;
 
 /// Whether the direct kernel should be the default for `g`: it [`applies`], the kernel is
 /// larger than 1×1, few computed positions are thrown away and, when strided, the conv is not
-/// wider than `MAX_STRIDED_COUT` (256). 1×1 convs stay with the GEMM: stride-2 shortcuts measured
+/// wider than `MAX_STRIDED_COUT` (256). Not 1×1 convs: here stride-2 shortcuts measured
 /// 1.1–1.5× im2col's time, and stride-1 ones 1.04–1.36× the crate GEMM's (ResNet-50 and
 /// Inception shapes; 0.7–1.08× for 64→256 at 56×56), also when each tile's rows were first
-/// copied contiguous (1.0–1.85×).
+/// copied contiguous (1.0–1.85×); they run on `super::pointwise_conv`.
 pub fn worth_it(g: &ConvGeometry) -> bool {
     let strided = g.strides.iter().any(|&s| s > 1);
     if !applies(g)

@@ -1,28 +1,33 @@
-//! 1×1 stride-1 unpadded convolutions (ResNet's bottleneck convs): a weight-stationary GEMM
-//! that reads the input where it lies and writes the output once, epilogue included.
+//! 1×1 convolutions (ResNet's bottleneck convs and strided shortcuts, Inception's 1×1
+//! branches): a weight-stationary GEMM with the weights packed once and the epilogue in the
+//! only store of each output.
 //!
 //! Why not the crate GEMM: it re-packs the weights on every call and writes the raw product,
 //! which a second pass then reads back to add bias and residual and apply the activation — for
 //! ResNet-50's 64→256 convs at 56×56 (short K, a residual) that pass and the packing made the
 //! node 2× ONNX Runtime's time. The engine's packed GEMM fuses the epilogue but sweeps each
-//! 16-column slice down all output rows (rows `H·W` floats apart, a pattern the prefetchers do
-//! not follow) and must pack the input it could read in place.
+//! 16-column slice down all output rows, `H·W` floats apart.
 //!
 //! Here, for a conv `C[cout × P] = W[cout × K] · X[K × P]` (`K` = input channels per group,
-//! `P` = positions):
+//! `P` = output positions):
 //! - the weights are packed once, at load, into panels of [`MR`] output channels, `[K][MR]`;
-//! - K is cut into the slices of `gemm::k_slice` (the GEMM path's, for the same rounding: each
-//!   output sums slice partials, a blocked summation);
-//! - a work item is one image's block of positions (its input slice, `kc × block` floats, sized
-//!   to stay in L2) and a range of output-channel panels; for each K slice, each panel's
-//!   `kc × MR` weights stay in L1 while an [`MR`]×[`NR`] register tile sweeps the block's
-//!   positions left to right, so the output and residual are read and written along their rows;
-//! - the first slice stores its sums, later ones add theirs, and the last applies bias +
-//!   residual + activation in registers before the only store of the final value.
+//! - a work item is one image's block of positions and a range of output-channel panels. Its
+//!   input is copied into tiles of [`NR`] positions, `[depth][NR]` each and contiguous (strided
+//!   convs gather their positions here), because reading 16 floats from each of K rows far
+//!   apart per tile measured 1.1–1.45× slower: every row was an L1 miss the prefetchers could
+//!   not predict. The copy is read row by row, along the (cold) input;
+//! - each panel's weights stay in L1 while an [`MR`]×[`NR`] register tile sweeps the block's
+//!   tiles left to right, so the output and residual are written and read along their rows;
+//! - K is summed in the slices of `gemm::k_slice` (the GEMM path's, for the same rounding: a
+//!   blocked summation). Up to 512 channels the tile sums all slices itself (the
+//!   running total in L1) and stores once; longer K (1024–2048 channels on 14×14 and 7×7
+//!   maps) is swept one slice per pass with the running sums in the output, so blocks stay
+//!   wide enough that the weights are not streamed from memory once per few tiles;
+//! - the last slice adds bias + residual and applies the activation in registers.
 //!
-//! A ragged last tile loads and stores with lane masks, so nothing outside the tensors is read
-//! or written. Each output is the same slice sums added in the same order whatever the work
-//! split, so results are bit-identical across thread counts.
+//! A ragged last tile stores (and reads output and residual) through lane masks, so nothing
+//! outside the tensors is touched. Each output is the same slice sums added in the same order
+//! whatever the work split, so results are bit-identical across thread counts.
 
 use super::conv::ConvGeometry;
 use super::cpu_features::{detected_simd_level, SimdLevel};
@@ -35,9 +40,9 @@ use rayon::prelude::*;
 pub const MR: usize = 6;
 /// Positions per register tile (two AVX2 vectors of the input row).
 pub const NR: usize = 16;
-/// Bytes of one item's input slice (`kc` channels × its block of positions) when K is one
-/// slice: kept in L2 (512 KiB per core on the machine measured) while every panel of weights
-/// sweeps it.
+/// Bytes of one item's packed input (`depth` channels × its block of positions) when it is
+/// swept in one pass: kept in L2 (512 KiB per core on the machine measured) while every panel
+/// of weights sweeps it.
 const BLOCK_BYTES: usize = 256 * 1024;
 /// Bytes of one item's input slice plus its output (re-read by each later K slice) when K has
 /// several slices: both stay in L2.
@@ -45,7 +50,9 @@ const SLICED_BLOCK_BYTES: usize = 320 * 1024;
 /// Largest K swept whole per block of positions (blocks of at least 128 positions): beyond it
 /// (1024–2048 channels on 14×14 and 7×7 maps) the blocks would be so narrow that the weights,
 /// 1–8 MiB, would stream from memory once per handful of tiles, so those sweep one K slice
-/// at a time with the running sums in the output.
+/// at a time with the running sums in the output. Measured (ResNet-50, per node, 1 thread):
+/// with every multi-slice K swept a slice per pass, 256→1024 at 14×14 took 1.2–1.3× the crate
+/// GEMM's time; swept whole, 0.88–1.0×.
 const WHOLE_K_MAX: usize = 512;
 
 /// Most positions per block: the strided packing keeps their input offsets on the stack.
@@ -109,13 +116,14 @@ struct Split {
     depth: usize,
 }
 
-/// Blocks of positions for a conv with `k` input channels (slices of `kc`), `cout` output
-/// channels and `tiles` tiles of positions: the count that moves the fewest bytes between L2
-/// and memory. Every block streams all the weights once; with several K slices, a block whose
-/// output (re-read by each slice) and input slice do not fit [`SLICED_BLOCK_BYTES`] moves its
-/// output once more per extra slice. With one slice only the input slice has to fit
-/// ([`BLOCK_BYTES`], at most [`MAX_BLOCK`] positions). So 7×7 maps with 2048 channels run as
-/// one block (their 4–8 MiB of weights dominate), 28×28 maps with 128 as three.
+/// Blocks of positions for a conv with `k` input channels swept `kc` per pass, `cout` output
+/// channels and `tiles` tiles of positions. In one pass only the packed input has to fit
+/// ([`BLOCK_BYTES`], at most [`MAX_BLOCK`] positions). With several passes, the count that
+/// moves the fewest bytes between L2 and memory: every block streams all the weights once,
+/// and a block whose output (re-read by each pass) and input slice do not fit
+/// [`SLICED_BLOCK_BYTES`] moves its output once more per extra pass. So 7×7 maps with 2048
+/// channels run as one block (their 4–8 MiB of weights dominate), 28×28 maps with 128 output
+/// channels and 512 inputs in slices of 128 as three.
 fn block_count(k: usize, kc: usize, cout: usize, tiles: usize) -> usize {
     let slices = k.div_ceil(kc);
     let min_blocks = tiles.div_ceil(MAX_BLOCK / NR);
@@ -150,11 +158,13 @@ impl Split {
         let blocks = block_count(k, depth, panels * MR, tiles);
         // Tiles spread evenly over the blocks (13 tiles in 4 blocks: 3, 3, 3, 4).
         let block = tiles.div_ceil(blocks) * NR;
-        // Output channels split only to give every thread work (3 items each, for an even
-        // finish): each part packs its block's input again.
+        // Output channels split only to give every thread an item: each part packs its block's
+        // input again, which costs more than the balance of smaller items gains (ResNet-50's
+        // 1×1 convs at 2 threads, per node: 0.86–1.0× the time with one part per thread
+        // against three, 4% less in all).
         let outer = g.batch * g.group * blocks;
-        let parts = if threads > 1 && outer < 3 * threads {
-            (3 * threads).div_ceil(outer).min(panels)
+        let parts = if outer < threads {
+            threads.div_ceil(outer).min(panels)
         } else {
             1
         };
