@@ -31,7 +31,8 @@
 //! - [`ConvAlgo::Im2col`] (everything else): im2col of a block of output columns into
 //!   scratch, then GEMM. Blocking over columns keeps scratch to a few hundred KiB per thread.
 //! - [`ConvAlgo::Winograd`] (2-D 3×3, stride 1, dilation 1, group 1, at least
-//!   [`WINOGRAD_MIN_CHANNELS`] channels in and out and [`WINOGRAD_MIN_OUT_PLANE`] output
+//!   [`WINOGRAD_MIN_IN_CHANNELS`] channels in, [`WINOGRAD_MIN_OUT_CHANNELS`] out and
+//!   [`WINOGRAD_MIN_OUT_PLANE`] output
 //!   pixels): [`super::winograd`] F(2×2, 3×3) by
 //!   default. `ENGINE_CONV_ALGO=im2col` disables it, `winograd` (= `winograd2`) forces F(2×2)
 //!   and `winograd4` F(4×4) (less accurate, ~12× im2col's error) wherever it applies.
@@ -321,20 +322,22 @@ impl PackedConvWeights {
             Some("matrixmultiply") => ConvGemm::Crate(GemmBackend::MatrixMultiply),
             _ => ConvGemm::Crate(GemmBackend::Gemm),
         };
-        // Winograd (F(2×2), the accurate tile) where it measured faster than im2col: enough
-        // channels for its GEMMs to be efficient and its per-tile transforms (O(cin + cout) per
-        // tile against O(cin·cout) GEMM work) to be cheap, and enough tiles per channel for its
-        // 16 GEMMs not to be skinny. Per node at 1 thread (engine profile, A/B interleaved with
-        // `ENGINE_CONV_ALGO=im2col`, 27 Nov): ResNet-50 256 ch at 14×14 0.88×; 128 ch at 28×28
-        // ~1.0×; 64 ch at 56×56 1.15–1.25× (slower); 512 ch at 7×7 ~1.0×; Inception-v3 64–96 ch
-        // at 35×35 1.3–1.45× (slower), 192–448 ch at 8×8 1.1–1.3× (slower).
+        // Winograd (F(2×2), the accurate tile) where it measured faster than the alternative
+        // (direct or im2col): enough channels for its GEMMs to be efficient and its per-tile
+        // transforms (O(cin + cout) per tile against O(cin·cout) GEMM work) to be cheap. Per
+        // node at 1 thread since its GEMMs run on the 1×1 kernel with U packed at load (engine
+        // profile, 4 interleaved runs against `ENGINE_CONV_ALGO=winograd`, 27 Nov 14:00):
+        // ResNet-50 512 ch at 7×7 0.80× im2col's time; Inception-v3 80→192 at 71×71 0.85× the
+        // direct kernel's, 384–448 ch at 8×8 ~1.0× (a second run: 448→384 0.75–0.79×); but
+        // 96→96 at 35×35 0.84–0.96× in one run and 1.06–1.26× in another, 64→96 at 35×35
+        // 1.07–1.11× (slower), ResNet-50 64 ch at 56×56 1.48×, 32→32/64 at 147×147 1.1–1.5×.
         let algo_env = std::env::var("ENGINE_CONV_ALGO").ok();
         let wino = match algo_env.as_deref() {
             Some("im2col") | Some("direct") => None,
             Some("winograd") | Some("winograd2") => Some(WinogradTile::F2),
             Some("winograd4") => Some(WinogradTile::F4),
-            _ => (geom.cin_per_group() >= WINOGRAD_MIN_CHANNELS
-                && geom.cout_per_group() >= WINOGRAD_MIN_CHANNELS
+            _ => (geom.cin_per_group() >= WINOGRAD_MIN_IN_CHANNELS
+                && geom.cout_per_group() >= WINOGRAD_MIN_OUT_CHANNELS
                 && geom.out_plane() >= WINOGRAD_MIN_OUT_PLANE)
                 .then_some(DEFAULT_WINOGRAD_TILE),
         };
@@ -559,13 +562,17 @@ impl PackedConvWeights {
 /// the tests), outside the 2× budget, so it is only used when forced.
 pub const DEFAULT_WINOGRAD_TILE: WinogradTile = WinogradTile::F2;
 
-/// Fewest input and output channels (per group) for which [`PackedConvWeights::new`] picks
-/// Winograd by default.
-pub const WINOGRAD_MIN_CHANNELS: usize = 128;
+/// Fewest input channels (per group) for which [`PackedConvWeights::new`] picks Winograd by
+/// default.
+pub const WINOGRAD_MIN_IN_CHANNELS: usize = 80;
 
-/// Fewest output pixels per channel (14×14) for which [`PackedConvWeights::new`] picks
-/// Winograd by default.
-pub const WINOGRAD_MIN_OUT_PLANE: usize = 196;
+/// Fewest output channels (per group) for which [`PackedConvWeights::new`] picks Winograd by
+/// default.
+pub const WINOGRAD_MIN_OUT_CHANNELS: usize = 128;
+
+/// Fewest output pixels per channel (7×7) for which [`PackedConvWeights::new`] picks Winograd
+/// by default.
+pub const WINOGRAD_MIN_OUT_PLANE: usize = 49;
 
 /// Default scratch floats per slot: the im2col block of one work item (256 KiB).
 /// `ENGINE_CONV_BLOCK_FLOATS` overrides it for A/B runs: the crate GEMM re-packs the whole
@@ -600,7 +607,7 @@ fn column_block(g: &ConvGeometry) -> usize {
 fn slot_len(g: &ConvGeometry, w: &PackedConvWeights) -> usize {
     let kg = g.cin_per_group() * g.kernel_size();
     if let Some(wi) = &w.wino {
-        return winograd_scratch_len(wi, &g.winograd_shape());
+        return winograd_scratch_len(wi, &g.winograd_shape(), 1);
     }
     match (w.algo, w.gemm) {
         (ConvAlgo::Depthwise, _) => 0,
@@ -618,9 +625,9 @@ pub fn conv_scratch_len(geom: &ConvGeometry, weights: &PackedConvWeights, thread
     if weights.algo == ConvAlgo::Direct {
         return super::direct_conv::scratch_len(geom, threads);
     }
-    if weights.wino.is_some() {
+    if let Some(wi) = &weights.wino {
         // One shared buffer: Winograd's phases split work inside it.
-        return slot_len(geom, weights);
+        return winograd_scratch_len(wi, &geom.winograd_shape(), threads);
     }
     slot_len(geom, weights) * threads.max(1)
 }

@@ -221,6 +221,57 @@ pub fn pointwise_conv(
     output: &mut [f32],
     scratch: &mut [f32],
 ) {
+    assert!(input.len() >= g.input_len());
+    let layout = InputLayout::nchw(g);
+    pointwise_with_layout(
+        level, g, input, layout, packed, bias, residual, act, output, scratch,
+    )
+}
+
+/// Where input channel `c` of group `grp` of image `n` starts: `n·image + grp·group + c·channel`
+/// floats into the input (its `∏in_spatial` values are contiguous from there).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InputLayout {
+    pub image: usize,
+    pub group: usize,
+    pub channel: usize,
+}
+
+impl InputLayout {
+    /// The NCHW layout of `g`'s input.
+    pub fn nchw(g: &ConvGeometry) -> InputLayout {
+        let plane = g.in_plane();
+        InputLayout {
+            image: g.in_channels * plane,
+            group: g.cin_per_group() * plane,
+            channel: plane,
+        }
+    }
+
+    fn end(&self, g: &ConvGeometry) -> usize {
+        let last = (g.batch.max(1) - 1) * self.image
+            + (g.group.max(1) - 1) * self.group
+            + g.cin_per_group().saturating_sub(1) * self.channel;
+        last + g.in_plane()
+    }
+}
+
+/// [`pointwise_conv`] on an input whose channels lie at the strides of `layout` (Winograd's
+/// transformed tiles: its 16 element-wise GEMMs are one 16-group 1×1 conv over channels that
+/// are interleaved with the other elements').
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pointwise_with_layout(
+    level: SimdLevel,
+    g: &ConvGeometry,
+    input: &[f32],
+    layout: InputLayout,
+    packed: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    act: Activation,
+    output: &mut [f32],
+    scratch: &mut [f32],
+) {
     assert!(
         applies(g),
         "pointwise_conv: not a 1×1 stride-1 unpadded conv"
@@ -229,7 +280,7 @@ pub fn pointwise_conv(
         scratch.len() >= slot_len(g),
         "pointwise_conv: scratch too short"
     );
-    assert!(input.len() >= g.input_len() && output.len() >= g.output_len());
+    assert!(input.len() >= layout.end(g) && output.len() >= g.output_len());
     assert!(packed.len() >= packed_len(g) && bias.len() >= g.out_channels);
     if let Some(r) = residual {
         assert!(r.len() >= g.output_len());
@@ -254,10 +305,9 @@ pub fn pointwise_conv(
         other => (Activation::None, other),
     };
     let out_ptr = SendPtr(output.as_mut_ptr());
-    let in_plane = g.in_plane();
     let strided = g.strides.iter().any(|&s| s != 1);
     let run = |it: Item, panel_buf: &mut [f32]| {
-        let x_img = (it.n * g.in_channels + it.grp * k) * in_plane;
+        let x_img = it.n * layout.image + it.grp * layout.group;
         let co_base = it.grp * cout_g;
         let out_img = (it.n * g.out_channels + co_base) * plane;
         let positions = it.p1 - it.p0;
@@ -266,11 +316,11 @@ pub fn pointwise_conv(
             let kc = split.depth.min(k - k0);
             let (first, last) = (k0 == 0, k0 + kc == k);
             let xp = &mut panel_buf[..positions.next_multiple_of(NR) * kc];
-            let x = &input[x_img + k0 * in_plane..];
+            let x = &input[x_img + k0 * layout.channel..];
             if strided {
-                pack_input_strided(g, x, kc, it.p0, positions, xp);
+                pack_input_strided(g, x, layout.channel, kc, it.p0, positions, xp);
             } else {
-                pack_input(&x[it.p0..], in_plane, kc, positions, xp);
+                pack_input(&x[it.p0..], layout.channel, kc, positions, xp);
             }
             let xp: &[f32] = xp;
             for b in it.b0..it.b1 {
@@ -363,6 +413,7 @@ fn pack_input(x: &[f32], ldx: usize, kc: usize, positions: usize, out: &mut [f32
 fn pack_input_strided(
     g: &ConvGeometry,
     x: &[f32],
+    ldx: usize,
     kc: usize,
     p0: usize,
     positions: usize,
@@ -382,7 +433,7 @@ fn pack_input_strided(
     }
     let offsets = &offsets[..positions];
     for kk in 0..kc {
-        let row = &x[kk * in_plane..(kk + 1) * in_plane];
+        let row = &x[kk * ldx..kk * ldx + in_plane];
         for (t, offs) in offsets.chunks(NR).enumerate() {
             let d = &mut out[(t * kc + kk) * NR..][..NR];
             for (v, &o) in d.iter_mut().zip(offs) {

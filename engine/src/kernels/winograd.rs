@@ -4,13 +4,14 @@
 //! from an `(m+2)×(m+2)` input tile with `(m+2)²` element-wise products per (Cin, Cout) pair:
 //! 36 per 16 outputs for F(4×4) (4× fewer multiplies), 16 per 4 for F(2×2) (2.25× fewer). The
 //! element-wise products summed over channels are `(m+2)²` independent GEMMs
-//! `M[ξ] = U[ξ]·V[ξ]` (`Cout×Cin` times `Cin×tiles`), run by the `gemm` crate.
+//! `M[ξ] = U[ξ]·V[ξ]` (`Cout×Cin` times `Cin×tiles`), run as one grouped 1×1 conv on
+//! [`super::pointwise_conv`] with `U` packed at load.
 //!
 //! Steps per image (each a parallel loop; results do not depend on the thread count because
 //! every value is computed by one task with a fixed order):
 //! 1. input transform `V = Bᵀ d B` per channel and tile, layout `[c][ξ][tile]` (one task per
 //!    channel); tiles of one tile row are transformed 8 at a time across SIMD-friendly lanes;
-//! 2. one GEMM per ξ into `M[ξ][co][tile]` (one task per ξ, each single-threaded);
+//! 2. the GEMMs into `M[ξ][co][tile]` (the 1×1 kernel's items: ξ × tile blocks × rows);
 //! 3. output transform `Y = Aᵀ M A` per output channel, with bias, residual and activation
 //!    applied while the tile is in registers, clipped at the image's right/bottom edges.
 //!
@@ -18,9 +19,10 @@
 //! error; F(4×4) ~12× im2col's (larger transform constants), so it is opt-in only. The weight transform `G g Gᵀ` is done
 //! in f64 at load.
 
+use super::conv::ConvGeometry;
 use super::cpu_features::{detected_simd_level, simd_level, SimdLevel};
 use super::elementwise::bias_residual_activation_with;
-use super::gemm::{sgemm_crate_raw, GemmBackend};
+use super::pointwise_conv::{self, pointwise_with_layout, InputLayout};
 use crate::ir::Activation;
 use rayon::prelude::*;
 
@@ -87,13 +89,17 @@ const AT4: [[f32; 6]; 4] = [
     [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
 ];
 
-/// Transformed weights `U[ξ][co][ci]` (`ξ` over the `alpha²` tile positions).
+/// Transformed weights `U[ξ][co][ci]` (`ξ` over the `alpha²` tile positions), packed for the
+/// element-wise GEMMs: they run as one `alpha²`-group 1×1 conv on [`super::pointwise_conv`]
+/// (weights packed here, once, instead of by a crate GEMM on every call).
 #[derive(Debug, Clone)]
 pub struct WinogradWeights {
     pub tile: WinogradTile,
     pub cout: usize,
     pub cin: usize,
-    u: Vec<f32>,
+    packed: Vec<f32>,
+    /// The GEMMs' bias (none: the conv's bias is added by the output transform).
+    zeros: Vec<f32>,
 }
 
 impl WinogradWeights {
@@ -127,13 +133,38 @@ impl WinogradWeights {
                 }
             }
         }
-        WinogradWeights { tile, cout, cin, u }
+        let g = gemm_geometry(a * a, cout, cin, 1);
+        WinogradWeights {
+            tile,
+            cout,
+            cin,
+            packed: pointwise_conv::pack_weights(&g, &u),
+            zeros: vec![0.0; a * a * cout],
+        }
     }
 
     /// Bytes held by the transformed weights.
     pub fn bytes(&self) -> usize {
-        self.u.len() * 4
+        (self.packed.len() + self.zeros.len()) * 4
     }
+}
+
+/// The element-wise GEMMs `M[ξ] = U[ξ]·V[ξ]` as one 1×1 conv with a group per ξ over a
+/// "plane" of `tiles` positions.
+fn gemm_geometry(elements: usize, cout: usize, cin: usize, tiles: usize) -> ConvGeometry {
+    ConvGeometry::new(
+        1,
+        elements * cin,
+        &[tiles],
+        elements * cout,
+        &[1],
+        &[1],
+        &[1],
+        &[0],
+        &[0],
+        elements,
+    )
+    .expect("a 1×1 conv geometry with whole groups is valid")
 }
 
 /// Image and tile dimensions of one call.
@@ -166,11 +197,13 @@ impl WinogradShape {
     }
 }
 
-/// Scratch floats needed by [`winograd_conv`] (independent of the thread count).
-pub fn winograd_scratch_len(w: &WinogradWeights, s: &WinogradShape) -> usize {
+/// Scratch floats needed by [`winograd_conv`] on `threads` threads (with less, down to the
+/// one-thread size, fewer GEMM items run at once).
+pub fn winograd_scratch_len(w: &WinogradWeights, s: &WinogradShape, threads: usize) -> usize {
     let (th, tw) = s.tiles(w.tile);
     let a = w.tile.alpha();
-    w.cin * s.v_stride(w.tile) + a * a * w.cout * th * tw
+    let g = gemm_geometry(a * a, w.cout, w.cin, th * tw);
+    w.cin * s.v_stride(w.tile) + a * a * w.cout * th * tw + pointwise_conv::scratch_len(&g, threads)
 }
 
 /// Multiplies (MACs) the element-wise GEMMs execute for one call (transforms not counted; they
@@ -257,45 +290,41 @@ fn run<const M: usize, const A: usize>(
     let vs = s.v_stride(w.tile);
     let (ip, op) = (s.in_h * s.in_w, s.out_h * s.out_w);
     assert!(
-        scratch.len() >= winograd_scratch_len(w, s),
+        scratch.len() >= winograd_scratch_len(w, s, 1),
         "winograd: scratch too short"
     );
     assert!(input.len() >= s.batch * cin * ip && output.len() >= s.batch * cout * op);
     assert!(bias.len() >= cout);
     let (vbuf, rest) = scratch.split_at_mut(cin * vs);
-    let mbuf = &mut rest[..aa * cout * tiles];
+    let (mbuf, gemm_scratch) = rest.split_at_mut(aa * cout * tiles);
+    let g = gemm_geometry(aa, cout, cin, tiles);
+    // V[ξ] row c (channel c of group ξ) starts at c·vs + ξ·tiles.
+    let layout = InputLayout {
+        image: 0,
+        group: tiles,
+        channel: vs,
+    };
     for n in 0..s.batch {
         let img = &input[n * cin * ip..(n + 1) * cin * ip];
         // 1. Input transform, one task per channel.
         vbuf.par_chunks_mut(vs).enumerate().for_each(|(c, vc)| {
             input_channel_dispatch::<M, A>(level, bt, s, &img[c * ip..(c + 1) * ip], vc)
         });
-        // 2. One GEMM per tile position ξ: M[ξ] (cout×tiles) = U[ξ] (cout×cin) · V[ξ].
-        let vref: &[f32] = vbuf;
-        mbuf.par_chunks_mut(cout * tiles)
-            .enumerate()
-            .for_each(|(xi, mx)| {
-                let u = &w.u[xi * cout * cin..(xi + 1) * cout * cin];
-                let b = &vref[xi * tiles..];
-                // SAFETY: `mx` is this task's exclusive cout×tiles block (stride tiles); `u` is
-                // cout×cin (stride cin); `b` holds cin rows of `tiles` values at stride `vs`
-                // (row c of V[ξ] starts at c·vs + ξ·tiles, inside vbuf); lengths asserted in
-                // sgemm_crate_raw.
-                unsafe {
-                    sgemm_crate_raw(
-                        GemmBackend::Gemm,
-                        cout,
-                        tiles,
-                        cin,
-                        u,
-                        cin,
-                        b,
-                        vs,
-                        mx.as_mut_ptr(),
-                        tiles,
-                    )
-                };
-            });
+        // 2. The element-wise GEMMs M[ξ] (cout×tiles) = U[ξ] (cout×cin) · V[ξ], as one
+        // grouped 1×1 conv into M[ξ][co][tile]. It runs at the machine's level, not the
+        // transforms' `level`, so every transform level gives the same values.
+        pointwise_with_layout(
+            simd_level(),
+            &g,
+            vbuf,
+            layout,
+            &w.packed,
+            &w.zeros,
+            None,
+            Activation::None,
+            mbuf,
+            gemm_scratch,
+        );
         // 3. Output transform + epilogue, one task per output channel.
         let mref: &[f32] = mbuf;
         let out_img = &mut output[n * cout * op..(n + 1) * cout * op];
@@ -704,7 +733,7 @@ mod tests {
                 let mut outs = Vec::new();
                 for level in [SimdLevel::Scalar, SimdLevel::Avx2] {
                     let mut out = vec![f32::NAN; want.len()];
-                    let mut scratch = vec![f32::NAN; winograd_scratch_len(&ww, &s)];
+                    let mut scratch = vec![f32::NAN; winograd_scratch_len(&ww, &s, 1)];
                     winograd_conv_with(
                         level,
                         &ww,
