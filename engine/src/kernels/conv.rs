@@ -376,14 +376,14 @@ impl PackedConvWeights {
         weights: &[f32],
         bias: Option<&[f32]>,
     ) -> Result<PackedConvWeights, KernelError> {
-        let mut p =
-            PackedConvWeights::with_gemm(geom, weights, bias, ConvGemm::Crate(GemmBackend::Gemm))?;
-        if super::direct_conv::applies(geom) {
-            p.algo = ConvAlgo::Direct;
-            p.raw = super::direct_conv::pack_weights(geom, weights);
-            p.packed = Vec::new();
-        }
-        Ok(p)
+        PackedConvWeights::with_own_kernel(
+            geom,
+            weights,
+            bias,
+            ConvAlgo::Direct,
+            super::direct_conv::applies(geom),
+            super::direct_conv::pack_weights,
+        )
     }
 
     /// [`ConvAlgo::PointwiseDirect`] where the geometry is a 1×1 unpadded conv,
@@ -393,11 +393,32 @@ impl PackedConvWeights {
         weights: &[f32],
         bias: Option<&[f32]>,
     ) -> Result<PackedConvWeights, KernelError> {
+        PackedConvWeights::with_own_kernel(
+            geom,
+            weights,
+            bias,
+            ConvAlgo::PointwiseDirect,
+            super::pointwise_conv::applies(geom),
+            super::pointwise_conv::pack_weights,
+        )
+    }
+
+    /// `algo` with weights from `pack` where it `applies`, otherwise the default crate-GEMM
+    /// packing; either way the geometry, weights and bias are validated by
+    /// [`PackedConvWeights::with_gemm`] first.
+    fn with_own_kernel(
+        geom: &ConvGeometry,
+        weights: &[f32],
+        bias: Option<&[f32]>,
+        algo: ConvAlgo,
+        applies: bool,
+        pack: fn(&ConvGeometry, &[f32]) -> Vec<f32>,
+    ) -> Result<PackedConvWeights, KernelError> {
         let mut p =
             PackedConvWeights::with_gemm(geom, weights, bias, ConvGemm::Crate(GemmBackend::Gemm))?;
-        if super::pointwise_conv::applies(geom) {
-            p.algo = ConvAlgo::PointwiseDirect;
-            p.raw = super::pointwise_conv::pack_weights(geom, weights);
+        if applies {
+            p.algo = algo;
+            p.raw = pack(geom, weights);
             p.packed = Vec::new();
         }
         Ok(p)

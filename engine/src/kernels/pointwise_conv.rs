@@ -205,7 +205,7 @@ impl Split {
 
 /// `output = act(W ⊛ input + bias + residual)` for a 1×1 conv ([`applies`]) with weights from
 /// [`pack_weights`]; `scratch` holds at least one worker's packed input slice
-/// ([`scratch_len`]). Partial sums live in the output until the last K slice.
+/// ([`scratch_len`]). With K over 512 the running sums live in the output between passes.
 ///
 /// # Panics
 /// If a slice is shorter than the geometry needs.
@@ -221,7 +221,6 @@ pub fn pointwise_conv(
     output: &mut [f32],
     scratch: &mut [f32],
 ) {
-    assert!(input.len() >= g.input_len());
     let layout = InputLayout::nchw(g);
     pointwise_with_layout(
         level, g, input, layout, packed, bias, residual, act, output, scratch,
@@ -272,10 +271,7 @@ pub(crate) fn pointwise_with_layout(
     output: &mut [f32],
     scratch: &mut [f32],
 ) {
-    assert!(
-        applies(g),
-        "pointwise_conv: not a 1×1 stride-1 unpadded conv"
-    );
+    assert!(applies(g), "pointwise_conv: not a 1×1 unpadded conv");
     assert!(
         scratch.len() >= slot_len(g),
         "pointwise_conv: scratch too short"
