@@ -132,9 +132,9 @@ fn block_count(k: usize, kc: usize, cout: usize, tiles: usize) -> usize {
         return tiles.div_ceil(per_block).max(min_blocks);
     }
     let weights = (cout * k) as f64;
+    let fit_tiles = SLICED_BLOCK_BYTES / 4 / NR / (kc + cout);
     let cost = |blocks: usize| {
-        let positions = tiles.div_ceil(blocks) * NR;
-        let fits = (kc + cout) * positions * 4 <= SLICED_BLOCK_BYTES;
+        let fits = tiles.div_ceil(blocks) <= fit_tiles;
         let out_traffic = if fits {
             0.0
         } else {
@@ -142,9 +142,14 @@ fn block_count(k: usize, kc: usize, cout: usize, tiles: usize) -> usize {
         };
         blocks as f64 * weights + out_traffic
     };
-    (min_blocks..=tiles.max(min_blocks))
-        .min_by(|&a, &b| cost(a).total_cmp(&cost(b)))
-        .unwrap_or(1)
+    // The cost grows with the block count except where blocks start to fit, so the best is
+    // the fewest blocks allowed or the fewest that fit.
+    let fitting = tiles.div_ceil(fit_tiles.max(1)).max(min_blocks);
+    if fit_tiles > 0 && cost(fitting) < cost(min_blocks) {
+        fitting
+    } else {
+        min_blocks
+    }
 }
 
 impl Split {
