@@ -1622,6 +1622,64 @@ pub(crate) mod tests {
         }
     }
 
+    /// Dev timing helper: ResNet-50's stride-1 3×3 shapes on Winograd F(2×2), the direct
+    /// kernel and im2col + crate GEMM, at 1 and 2 threads (`TIME_THREADS`).
+    #[test]
+    #[ignore = "timing helper for development; run with --ignored --nocapture in release"]
+    fn time_resnet_3x3() {
+        let threads: usize = std::env::var("TIME_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        for (c, hw) in [(64, 56), (128, 28), (256, 14), (512, 7)] {
+            let g = ConvGeometry::new(
+                1,
+                c,
+                &[hw, hw],
+                c,
+                &[3, 3],
+                &[1, 1],
+                &[1, 1],
+                &[1, 1],
+                &[1, 1],
+                1,
+            )
+            .expect("geometry");
+            let x = rand_vec(g.input_len(), 1);
+            let wt = rand_vec(g.weight_len(), 2);
+            let bias = rand_vec(c, 3);
+            let gemm = ConvGemm::Crate(GemmBackend::Gemm);
+            let packs = [
+                PackedConvWeights::with_gemm(&g, &wt, Some(&bias), gemm),
+                PackedConvWeights::with_direct(&g, &wt, Some(&bias)),
+                PackedConvWeights::with_algo(&g, &wt, Some(&bias), gemm, Some(WinogradTile::F2)),
+            ]
+            .map(|p| p.expect("pack"));
+            let mut out = vec![0.0; g.output_len()];
+            let len = packs.iter().map(|p| conv_scratch_len(&g, p, threads)).max();
+            let mut scratch = vec![0.0; len.unwrap_or(0)];
+            let mut best = [f64::MAX; 3];
+            with_threads(threads, || {
+                for _ in 0..8 {
+                    for (pw, b) in packs.iter().zip(best.iter_mut()) {
+                        for _ in 0..5 {
+                            let t = std::time::Instant::now();
+                            conv(&g, &x, pw, None, Activation::Relu, &mut out, &mut scratch)
+                                .expect("conv");
+                            *b = b.min(t.elapsed().as_secs_f64());
+                        }
+                    }
+                }
+            });
+            let mut line = format!("{c}->{c} {hw}x{hw} t{threads}:");
+            for (pw, b) in packs.iter().zip(best) {
+                let gf = 2.0 * g.macs() as f64 / b / 1e9;
+                line += &format!(" {:?} {:.3} ms {gf:.1} GF/s;", pw.algo(), b * 1e3);
+            }
+            println!("{line}");
+        }
+    }
+
     #[test]
     fn rejects_bad_lengths_and_geometry() {
         assert!(ConvGeometry::new(

@@ -473,6 +473,10 @@ struct Tile<'a> {
     act: Activation,
 }
 
+/// How far ahead of a tile (floats along its rows) the AVX2 kernel prefetches the output and
+/// residual.
+const PREFETCH_AHEAD: usize = 2 * NR;
+
 /// Computes one tile over `depth` input channels, summed in slices of `slice` (then added in
 /// order), at `level` (AVX2 kernel, or the portable one).
 ///
@@ -558,7 +562,7 @@ unsafe fn tile_portable(
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Tile, MR, NR};
+    use super::{Tile, MR, NR, PREFETCH_AHEAD};
     use crate::ir::Activation;
     use std::arch::x86_64::*;
 
@@ -617,18 +621,60 @@ mod avx2 {
         c: *mut f32,
         t: &Tile<'_>,
     ) {
-        let mut a = a;
-        let mut x = x;
-        let zero = _mm256_setzero_ps();
-        // Earlier slices' total (blocked summation, the order of the GEMM path's K slices:
-        // ((s1 + s2) + s3) + ..), kept in L1 through explicit loads and stores: the
-        // accumulators need all the registers, and a second register array would spill.
+        // The tile after next, in every output (and residual) row: those rows are 6 (or 12)
+        // streams far apart, more than the hardware prefetchers follow at once. Measured
+        // (ResNet-50, 2 threads, per node): convs with a residual 0.84–0.97× the time without,
+        // the others unchanged. Prefetches never fault; `wrapping_add` keeps the address
+        // arithmetic defined past the tensor's end.
+        for r in 0..t.rows {
+            let p = c.wrapping_add(r * t.ldc + PREFETCH_AHEAD) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(p);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(60));
+            if let Some(res) = t.residual {
+                let p = res.as_ptr().wrapping_add(r * t.ldc + PREFETCH_AHEAD) as *const i8;
+                _mm_prefetch::<_MM_HINT_T0>(p);
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(60));
+            }
+        }
+        let acc = if depth <= slice {
+            // One slice (K ≤ 128, or one pass of a longer K): no running total.
+            if t.width > 8 {
+                slice_sums::<2>(depth, a, x)
+            } else {
+                slice_sums::<1>(depth, a, x)
+            }
+        } else {
+            sliced_sums(depth, slice, a, x, t.width)
+        };
+        if t.rows == MR && t.width == NR {
+            store_full(acc, c, t);
+        } else {
+            store_masked(acc, c, t);
+        }
+    }
+
+    /// The sums of several K slices, added in order (blocked summation, the order of the GEMM
+    /// path's K slices: ((s1 + s2) + s3) + ..). The earlier slices' total is kept in L1
+    /// through explicit loads and stores: the accumulators need all the registers, and a
+    /// second register array would spill.
+    ///
+    /// # Safety
+    /// As [`tile_6x16`].
+    #[inline(always)]
+    unsafe fn sliced_sums(
+        depth: usize,
+        slice: usize,
+        a: *const f32,
+        x: *const f32,
+        width: usize,
+    ) -> [[__m256; 2]; MR] {
+        let (mut a, mut x) = (a, x);
         let mut total = [0.0f32; MR * NR];
         let tp = total.as_mut_ptr();
         let mut done = 0;
-        let acc = loop {
+        loop {
             let n = slice.min(depth - done);
-            let acc = if t.width > 8 {
+            let mut acc = if width > 8 {
                 slice_sums::<2>(n, a, x)
             } else {
                 // A tail of at most 8 positions (7×7 maps: 49 = 3·16 + 1): half the work.
@@ -636,34 +682,128 @@ mod avx2 {
             };
             a = a.add(n * MR);
             x = x.add(n * NR);
-            let first_slice = done == 0;
-            done += n;
-            let mut acc = acc;
-            if !first_slice {
+            if done > 0 {
                 for (r, ar) in acc.iter_mut().enumerate() {
                     for (v, av) in ar.iter_mut().enumerate() {
                         *av = _mm256_add_ps(_mm256_loadu_ps(tp.add(r * NR + 8 * v)), *av);
                     }
                 }
             }
+            done += n;
             if done >= depth {
-                break acc;
+                return acc;
             }
             for (r, ar) in acc.iter().enumerate() {
                 for (v, av) in ar.iter().enumerate() {
                     _mm256_storeu_ps(tp.add(r * NR + 8 * v), *av);
                 }
             }
+        }
+    }
+
+    /// Epilogue kinds of [`store_full`], as const parameters: the tile's stores run without a
+    /// test per vector. When each vector tested first/last/residual/activation, a quarter of a
+    /// 128-deep tile's samples fell outside its FMA loop; specialised, a twentieth. ResNet-50 at
+    /// 1 thread, per node: 64→256 and 128→512 convs with a residual 0.79–0.87× the time, all
+    /// 1×1 and Winograd nodes together 0.95×.
+    const ACT_NONE: u8 = 0;
+    const ACT_RELU: u8 = 1;
+    const ACT_CLIP: u8 = 2;
+
+    /// Stores a full 6×16 tile, dispatching once to the epilogue it needs.
+    ///
+    /// # Safety
+    /// As [`tile_6x16`], with `t.rows == MR` and `t.width == NR`.
+    #[inline(always)]
+    unsafe fn store_full(acc: [[__m256; 2]; MR], c: *mut f32, t: &Tile<'_>) {
+        let res = t.residual.map_or(std::ptr::null(), |r| r.as_ptr());
+        let (lo, hi) = match t.act {
+            Activation::Clip(l, h) => (l, h),
+            _ => (0.0, 0.0),
         };
-        let masks = [mask(t.width), mask(t.width.saturating_sub(8))];
-        let full = t.width == NR;
-        let load = |p: *const f32, v: usize| -> __m256 {
-            if full {
-                _mm256_loadu_ps(p)
-            } else {
-                _mm256_maskload_ps(p, masks[v])
+        let act = match t.act {
+            Activation::Relu => ACT_RELU,
+            Activation::Clip(..) => ACT_CLIP,
+            _ => ACT_NONE,
+        };
+        let e = (acc, c, t.ldc, t.bias.as_ptr(), res, lo, hi);
+        match (t.first, t.last, res.is_null(), act) {
+            (true, false, _, _) => epilogue::<true, false, false, ACT_NONE>(e),
+            (false, false, _, _) => epilogue::<false, false, false, ACT_NONE>(e),
+            (true, true, true, ACT_NONE) => epilogue::<true, true, false, ACT_NONE>(e),
+            (true, true, true, ACT_RELU) => epilogue::<true, true, false, ACT_RELU>(e),
+            (true, true, true, _) => epilogue::<true, true, false, ACT_CLIP>(e),
+            (true, true, false, ACT_NONE) => epilogue::<true, true, true, ACT_NONE>(e),
+            (true, true, false, ACT_RELU) => epilogue::<true, true, true, ACT_RELU>(e),
+            (true, true, false, _) => epilogue::<true, true, true, ACT_CLIP>(e),
+            (false, true, true, ACT_NONE) => epilogue::<false, true, false, ACT_NONE>(e),
+            (false, true, true, ACT_RELU) => epilogue::<false, true, false, ACT_RELU>(e),
+            (false, true, true, _) => epilogue::<false, true, false, ACT_CLIP>(e),
+            (false, true, false, ACT_NONE) => epilogue::<false, true, true, ACT_NONE>(e),
+            (false, true, false, ACT_RELU) => epilogue::<false, true, true, ACT_RELU>(e),
+            (false, true, false, _) => epilogue::<false, true, true, ACT_CLIP>(e),
+        }
+    }
+
+    /// What [`epilogue`] stores: sums, output, row stride, bias, residual (null: none), clip
+    /// bounds.
+    type Epi = (
+        [[__m256; 2]; MR],
+        *mut f32,
+        usize,
+        *const f32,
+        *const f32,
+        f32,
+        f32,
+    );
+
+    /// `c = act(sums [+ c] [+ bias + residual])` for a full tile (the same operation order as
+    /// [`store_masked`]).
+    ///
+    /// # Safety
+    /// As [`store_full`]; `bias` holds [`MR`] floats, `res` (when `RES`) covers the tile.
+    #[inline(always)]
+    unsafe fn epilogue<const FIRST: bool, const LAST: bool, const RES: bool, const ACT: u8>(
+        (acc, c, ldc, bias, res, lo, hi): Epi,
+    ) {
+        let (zero, lo, hi) = (_mm256_setzero_ps(), _mm256_set1_ps(lo), _mm256_set1_ps(hi));
+        for (r, accr) in acc.iter().enumerate() {
+            let crow = c.add(r * ldc);
+            let b = _mm256_set1_ps(*bias.add(r));
+            for (v, &sum) in accr.iter().enumerate() {
+                let p = crow.add(8 * v);
+                let mut y = sum;
+                if !FIRST {
+                    y = _mm256_add_ps(_mm256_loadu_ps(p), y);
+                }
+                if LAST {
+                    let add = if RES {
+                        _mm256_add_ps(b, _mm256_loadu_ps(res.add(r * ldc + 8 * v)))
+                    } else {
+                        b
+                    };
+                    y = _mm256_add_ps(y, add);
+                    if ACT == ACT_RELU {
+                        // max(0, NaN) is NaN: ONNX Relu keeps NaN.
+                        y = _mm256_max_ps(zero, y);
+                    } else if ACT == ACT_CLIP {
+                        y = _mm256_min_ps(_mm256_max_ps(y, lo), hi);
+                    }
+                }
+                _mm256_storeu_ps(p, y);
             }
-        };
+        }
+    }
+
+    /// Stores a ragged tile (fewer rows or positions) through lane masks.
+    ///
+    /// # Safety
+    /// As [`tile_6x16`].
+    #[inline(never)]
+    unsafe fn store_masked(acc: [[__m256; 2]; MR], c: *mut f32, t: &Tile<'_>) {
+        let zero = _mm256_setzero_ps();
+        let masks = [mask(t.width), mask(t.width.saturating_sub(8))];
+        let load = |p: *const f32, v: usize| -> __m256 { _mm256_maskload_ps(p, masks[v]) };
         let (lo, hi) = match t.act {
             Activation::Clip(l, h) => (_mm256_set1_ps(l), _mm256_set1_ps(h)),
             _ => (zero, zero),
@@ -691,11 +831,7 @@ mod avx2 {
                         _ => y,
                     };
                 }
-                if full {
-                    _mm256_storeu_ps(p, y);
-                } else {
-                    _mm256_maskstore_ps(p, masks[v], y);
-                }
+                _mm256_maskstore_ps(p, masks[v], y);
             }
         }
     }
