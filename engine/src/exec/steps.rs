@@ -16,6 +16,8 @@ use crate::kernels::elementwise::{
 };
 use crate::kernels::gemm::{sgemm, GemmBackend};
 use crate::kernels::pool::{global_pool, pool, PoolGeometry, PoolKind};
+use crate::kernels::simd_level;
+use crate::kernels::vec_mat::{vec_mat, vec_mat_scratch_len};
 use crate::kernels::KernelError;
 use crate::tensor::DType;
 
@@ -264,6 +266,20 @@ impl Step {
                 let a = src(self.input.ok_or_else(|| KernelError("no input".into()))?)?;
                 if let Some(bias) = bias {
                     dst.copy_from_slice(bias);
+                }
+                if *m == 1 {
+                    // One row: stream B once (see kernels::vec_mat; scratch from
+                    // `gemm_scratch_len`).
+                    vec_mat(
+                        simd_level(),
+                        &a[..*k],
+                        b,
+                        *n,
+                        dst,
+                        bias.is_some(),
+                        &mut scratch[..self.scratch],
+                    );
+                    return Ok(());
                 }
                 sgemm(
                     GemmBackend::Gemm,
@@ -685,7 +701,7 @@ pub fn prepare(cx: &Ctx, node: &Node) -> Result<Option<Step>, KernelError> {
                     bias,
                 },
                 macs,
-                0,
+                gemm_scratch_len(m, k, n),
             )
         }
         Op::MatMul => {
@@ -714,7 +730,7 @@ pub fn prepare(cx: &Ctx, node: &Node) -> Result<Option<Step>, KernelError> {
                     bias: None,
                 },
                 (m * n * k) as u64,
-                0,
+                gemm_scratch_len(m, k, n),
             )
         }
         Op::Reshape { .. }
@@ -819,4 +835,14 @@ fn broadcast_2d(c: &[f32], cs: &[usize], m: usize, n: usize) -> Option<Vec<f32>>
         }
     }
     Some(out)
+}
+
+/// Scratch floats a `Kind::Gemm` step needs: the one-row path's partial sums
+/// ([`vec_mat_scratch_len`]); the crate GEMM takes none.
+fn gemm_scratch_len(m: usize, k: usize, n: usize) -> usize {
+    if m == 1 {
+        vec_mat_scratch_len(k, n)
+    } else {
+        0
+    }
 }

@@ -38,6 +38,7 @@ macro_rules! multiversion {
         }
     };
 }
+pub(crate) use multiversion;
 
 /// exp(x) for x ≤ 0 down to -88 (what sigmoid needs), vectorisable: range reduction to
 /// r ∈ [-ln2/2, ln2/2], degree-6 polynomial, then scaling by 2^n through the exponent bits.

@@ -24,6 +24,7 @@ pub mod packed_gemm;
 pub mod pointwise_conv;
 pub mod pool;
 mod pool2d;
+pub mod vec_mat;
 pub mod winograd;
 
 pub use conv::{conv, conv_scratch_len, ConvAlgo, ConvGeometry, PackedConvWeights};
