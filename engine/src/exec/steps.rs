@@ -275,6 +275,7 @@ impl Step {
                         &a[..*k],
                         b,
                         *n,
+                        *n,
                         dst,
                         bias.is_some(),
                         &mut scratch[..self.scratch],

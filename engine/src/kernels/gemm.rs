@@ -12,6 +12,7 @@
 //! [`sgemm`] routes them to the simple SIMD GEMV kernels below.
 
 use super::cpu_features::{simd_level, SimdLevel};
+use super::vec_mat::{vec_mat, vec_mat_scratch_len};
 use rayon::prelude::*;
 
 /// Which general-matrix-multiply implementation [`sgemm`] uses for `m, n > 1`.
@@ -113,8 +114,20 @@ pub fn sgemm(
         return;
     }
     if m == 1 {
-        // c[1×n] = a[1×k] · B[k×n]: a weighted sum of B's rows.
-        gemv_cols(n, k, &a[..k], b, ldb, &mut c[..n], accumulate, threads);
+        // c[1×n] = a[1×k] · B[k×n]: a weighted sum of B's rows. Its partial sums are
+        // allocated here; the executor's classifier step calls `vec_mat` with planned
+        // scratch instead.
+        let mut parts = vec![0.0f32; vec_mat_scratch_len(k, n)];
+        vec_mat(
+            simd_level(),
+            &a[..k],
+            b,
+            ldb,
+            n,
+            &mut c[..n],
+            accumulate,
+            &mut parts,
+        );
         return;
     }
     match backend {
@@ -533,53 +546,6 @@ pub fn gemv_rows(
             y[i * ldy] = if accumulate { y[i * ldy] + v } else { v };
         }
     }
-}
-
-/// Rows of B per partial sum in [`gemv_cols`].
-pub const GEMV_K_SLICE: usize = 128;
-
-/// `y[..n] (+)= Σ_p x[p] · B[p, ..n]`, summed in partial sums of [`GEMV_K_SLICE`] rows.
-#[allow(clippy::too_many_arguments)]
-pub fn gemv_cols(
-    n: usize,
-    k: usize,
-    x: &[f32],
-    b: &[f32],
-    ldb: usize,
-    y: &mut [f32],
-    accumulate: bool,
-    threads: usize,
-) {
-    assert!(b.len() >= required_len(k, n, ldb) && x.len() >= k && y.len() >= n);
-    let level = simd_level();
-    let chunk = if threads > 1 && n * k >= 1 << 16 {
-        n.div_ceil(threads).next_multiple_of(16)
-    } else {
-        n
-    };
-    y[..n]
-        .par_chunks_mut(chunk.max(1))
-        .enumerate()
-        .for_each(|(ci, yc)| {
-            let j0 = ci * chunk;
-            if !accumulate {
-                yc.fill(0.0);
-            }
-            // Partial sums over GEMV_K_SLICE rows, each added into y: a k-long sequential
-            // axpy chain would round at the size of the whole running sum k times (same
-            // reason as `k_slice`; the 2048-deep classifier of Inception/ResNet).
-            let mut part = vec![0.0f32; yc.len()];
-            for p0 in (0..k).step_by(GEMV_K_SLICE) {
-                part.fill(0.0);
-                for (p, &xp) in x[p0..k.min(p0 + GEMV_K_SLICE)].iter().enumerate() {
-                    let row = &b[(p0 + p) * ldb + j0..(p0 + p) * ldb + j0 + yc.len()];
-                    axpy(level, xp, row, &mut part);
-                }
-                for (yv, pv) in yc.iter_mut().zip(&part) {
-                    *yv += pv;
-                }
-            }
-        });
 }
 
 /// Dot product with the given SIMD level (levels above the hardware's are clamped).
