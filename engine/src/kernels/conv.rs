@@ -981,7 +981,7 @@ fn gemm_conv(
 pub(crate) mod tests {
     use super::*;
     use crate::kernels::cpu_features::SimdLevel;
-    use crate::kernels::test_util::{rand_vec, with_threads};
+    use crate::kernels::test_util::{interleaved_best, rand_vec, with_threads};
 
     /// Naive float64 convolution (N-d, groups, dilation, pads) — the reference.
     pub(crate) fn conv_ref(g: &ConvGeometry, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f64> {
@@ -1658,18 +1658,8 @@ pub(crate) mod tests {
             let mut out = vec![0.0; g.output_len()];
             let len = packs.iter().map(|p| conv_scratch_len(&g, p, threads)).max();
             let mut scratch = vec![0.0; len.unwrap_or(0)];
-            let mut best = [f64::MAX; 3];
-            with_threads(threads, || {
-                for _ in 0..8 {
-                    for (pw, b) in packs.iter().zip(best.iter_mut()) {
-                        for _ in 0..5 {
-                            let t = std::time::Instant::now();
-                            conv(&g, &x, pw, None, Activation::Relu, &mut out, &mut scratch)
-                                .expect("conv");
-                            *b = b.min(t.elapsed().as_secs_f64());
-                        }
-                    }
-                }
+            let best = interleaved_best(threads, &packs, |pw| {
+                conv(&g, &x, pw, None, Activation::Relu, &mut out, &mut scratch).expect("conv")
             });
             let mut line = format!("{c}->{c} {hw}x{hw} t{threads}:");
             for (pw, b) in packs.iter().zip(best) {

@@ -776,7 +776,7 @@ mod tests {
     use super::*;
     use crate::kernels::conv::{conv, conv_scratch_len, ConvGemm, PackedConvWeights};
     use crate::kernels::gemm::GemmBackend;
-    use crate::kernels::test_util::{rand_vec, with_threads};
+    use crate::kernels::test_util::{interleaved_best, rand_vec, with_threads};
 
     /// (batch, cin, h, w, cout, kernel, strides, dilation, pads_begin, pads_end)
     type Case = (
@@ -1011,19 +1011,8 @@ mod tests {
                 conv_scratch_len(&g, &packs[1], 1)
                     .max(conv_scratch_len(&g, &packs[0], 1))
             ];
-            // Interleaved rounds, best time of each: the machine is shared and noisy.
-            let mut best = [f64::MAX; 2];
-            with_threads(1, || {
-                for _ in 0..8 {
-                    for (pw, b) in packs.iter().zip(best.iter_mut()) {
-                        for _ in 0..5 {
-                            let t = std::time::Instant::now();
-                            conv(&g, &x, pw, None, Activation::Relu, &mut out, &mut scratch)
-                                .expect("conv");
-                            *b = b.min(t.elapsed().as_secs_f64());
-                        }
-                    }
-                }
+            let best = interleaved_best(1, &packs, |pw| {
+                conv(&g, &x, pw, None, Activation::Relu, &mut out, &mut scratch).expect("conv")
             });
             for (pw, b) in packs.iter().zip(best) {
                 let gf = 2.0 * g.macs() as f64 / b / 1e9;

@@ -79,4 +79,27 @@ pub(crate) mod test_util {
             .expect("test pool")
             .install(f)
     }
+
+    /// Best wall time (seconds) of each variant over 8 interleaved rounds of 5 calls of
+    /// `run(variant)` on `threads` workers: the dev timing helpers' loop (the host is shared
+    /// and noisy, so the variants alternate and each keeps its best).
+    pub fn interleaved_best<T: Sync>(
+        threads: usize,
+        variants: &[T],
+        mut run: impl FnMut(&T) + Send,
+    ) -> Vec<f64> {
+        let mut best = vec![f64::MAX; variants.len()];
+        with_threads(threads, || {
+            for _ in 0..8 {
+                for (v, b) in variants.iter().zip(best.iter_mut()) {
+                    for _ in 0..5 {
+                        let t = std::time::Instant::now();
+                        run(v);
+                        *b = b.min(t.elapsed().as_secs_f64());
+                    }
+                }
+            }
+        });
+        best
+    }
 }
