@@ -14,7 +14,7 @@ engine group (fused head) that produces that value or has that node name. ORT ke
 match nothing (layout reorders) are summed on the last line.
 
 Usage (from the repository root, after `cargo build --release -p engine-cli`):
-  /work/venv/bin/python scripts/node_times_vs_ort.py .cache/models/resnet50.onnx [--threads 1] [--iters 10]
+  /work/venv/bin/python scripts/node_times_vs_ort.py .cache/models/resnet50.onnx [--threads 1] [--iters 10] [--rounds 3]
 """
 import argparse
 import collections
@@ -75,10 +75,29 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--top", type=int, default=40, help="rows to print (largest gaps first)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="alternate engine and ORT this many times and keep each node's fastest median "
+        "(the host has slow phases that last longer than one profile)",
+    )
     a = ap.parse_args()
 
-    rep = engine_profile(a.model, a.threads, a.iters)
-    ort_run_ms, ort_nodes = ort_profile(a.model, a.threads, a.iters)
+    rep, ort_run_ms, ort_nodes = None, None, {}
+    for _ in range(a.rounds):
+        r = engine_profile(a.model, a.threads, a.iters)
+        if rep is None:
+            rep = r
+        else:
+            rep["totals"]["time_ms"] = min(rep["totals"]["time_ms"], r["totals"]["time_ms"])
+            for n, m in zip(rep["nodes"], r["nodes"]):
+                if n["time_ms"] is not None and m["time_ms"] is not None and m["time_ms"] < n["time_ms"]:
+                    n["time_ms"], n["gflops"] = m["time_ms"], m["gflops"]
+        run_ms, nodes = ort_profile(a.model, a.threads, a.iters)
+        ort_run_ms = run_ms if ort_run_ms is None else min(ort_run_ms, run_ms)
+        for k, v in nodes.items():
+            ort_nodes[k] = min(ort_nodes.get(k, v), v)
 
     head_of = {}
     for n in rep["nodes"]:
@@ -105,7 +124,7 @@ def main():
     rows.sort(key=lambda r: -(r[4] - (r[5] or 0.0)))
 
     print(
-        f"{a.model}, {a.threads} thread(s), medians of {a.iters} runs: engine run {rep['totals']['time_ms']:.1f} ms, "
+        f"{a.model}, {a.threads} thread(s), medians of {a.iters} runs (best of {a.rounds} rounds): engine run {rep['totals']['time_ms']:.1f} ms, "
         f"ORT run {ort_run_ms:.1f} ms (ORT kernels sum {sum(ort_nodes.values()):.1f} ms)"
     )
     print(f"{'node':44} {'op':12} {'output':20} {'weights':18} {'engine':>8} {'ORT':>8} {'ratio':>6} {'GFLOP/s':>8}")
