@@ -668,9 +668,9 @@ unsafe fn store_tile(
 }
 
 /// [`store_tile`] compiled for AVX2: the epilogue's short runs (16 positions per row) are
-/// vectorised 8 lanes wide instead of SSE2's 4. In the baseline build they were a third of
-/// the 7×7/2 stem's time (its 147-tap tiles are short, so the store weighs more): SSE2
-/// compare-and-mask sequences for every ReLU.
+/// vectorised 8 lanes wide instead of SSE2's 4. In the baseline build they were about a
+/// sixth of the 7×7/2 stem's time (its 147-tap tiles are short, so the store weighs more):
+/// SSE2 compare-and-mask sequences for every ReLU.
 ///
 /// # Safety
 /// AVX2 and FMA present; otherwise as [`store_tile`].
