@@ -18,6 +18,11 @@
 //!   load, the input packed per block of positions and the epilogue in its only store.
 //!   `ENGINE_POINTWISE=gemm` puts 1×1 convs back on the GEMM paths below, `stride1` keeps
 //!   strided ones on im2col.
+//! - [`ConvAlgo::PointwiseChannels`] (the same convs on maps of at most 256 positions that do
+//!   not fill whole 16-position tiles, e.g. 7×7 and 14×14, see
+//!   [`super::pointwise_channels::worth_it`]): [`super::pointwise_channels`], the register tile
+//!   across output channels instead of positions. `ENGINE_POINTWISE=positions` keeps them on
+//!   the position-wide kernel.
 //! - [`ConvAlgo::Pointwise`] (all kernel dims 1, stride 1, no pad, with `ENGINE_POINTWISE=gemm`
 //!   or [`PackedConvWeights::with_gemm`]): the input already is the GEMM's right-hand matrix
 //!   `X[cin_g × ∏spatial]`.
@@ -265,6 +270,9 @@ pub enum ConvAlgo {
     /// 1×1, no padding, any stride: the engine's weight-stationary kernel with the epilogue
     /// in its store (see [`super::pointwise_conv`]).
     PointwiseDirect,
+    /// 1×1, no padding, on small maps: the engine's kernel with its register tile across
+    /// output channels (see [`super::pointwise_channels`]).
+    PointwiseChannels,
     /// im2col of column blocks into scratch + GEMM.
     Im2col,
     /// Direct per-channel kernel (group == in == out channels).
@@ -364,6 +372,11 @@ impl PackedConvWeights {
             _ => super::pointwise_conv::applies(geom),
         };
         if pointwise && !geom.is_depthwise() {
+            // Small maps on the channel-wide tile unless `ENGINE_POINTWISE=positions` (A/B).
+            let positions = std::env::var("ENGINE_POINTWISE").is_ok_and(|v| v == "positions");
+            if !positions && super::pointwise_channels::worth_it(geom) {
+                return PackedConvWeights::with_pointwise_channels(geom, weights, bias);
+            }
             return PackedConvWeights::with_pointwise(geom, weights, bias);
         }
         PackedConvWeights::with_algo(geom, weights, bias, gemm, wino)
@@ -400,6 +413,23 @@ impl PackedConvWeights {
             ConvAlgo::PointwiseDirect,
             super::pointwise_conv::applies(geom),
             super::pointwise_conv::pack_weights,
+        )
+    }
+
+    /// [`ConvAlgo::PointwiseChannels`] where the geometry is a 1×1 unpadded conv,
+    /// otherwise the same as [`PackedConvWeights::with_gemm`] with the default crate GEMM.
+    pub fn with_pointwise_channels(
+        geom: &ConvGeometry,
+        weights: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Result<PackedConvWeights, KernelError> {
+        PackedConvWeights::with_own_kernel(
+            geom,
+            weights,
+            bias,
+            ConvAlgo::PointwiseChannels,
+            super::pointwise_channels::applies(geom),
+            super::pointwise_channels::pack_weights,
         )
     }
 
@@ -633,6 +663,7 @@ fn slot_len(g: &ConvGeometry, w: &PackedConvWeights) -> usize {
     match (w.algo, w.gemm) {
         (ConvAlgo::Depthwise, _) => 0,
         (ConvAlgo::PointwiseDirect, _) => super::pointwise_conv::scratch_len(g, 1),
+        (ConvAlgo::PointwiseChannels, _) => super::pointwise_channels::scratch_len(g, 1),
         (ConvAlgo::Grouped, _) => super::grouped_conv::slot_len(g),
         (ConvAlgo::Direct, _) => super::direct_conv::scratch_len(g, 1),
         (ConvAlgo::Pointwise, ConvGemm::Crate(_)) => 0,
@@ -645,6 +676,10 @@ fn slot_len(g: &ConvGeometry, w: &PackedConvWeights) -> usize {
 pub fn conv_scratch_len(geom: &ConvGeometry, weights: &PackedConvWeights, threads: usize) -> usize {
     if weights.algo == ConvAlgo::Direct {
         return super::direct_conv::scratch_len(geom, threads);
+    }
+    if weights.algo == ConvAlgo::PointwiseChannels {
+        // One shared packed input plus running totals per worker.
+        return super::pointwise_channels::scratch_len(geom, threads);
     }
     if let Some(wi) = &weights.wino {
         // One shared buffer: Winograd's phases split work inside it.
@@ -740,6 +775,17 @@ pub fn conv(
             scratch,
         ),
         ConvAlgo::PointwiseDirect => super::pointwise_conv::pointwise_conv(
+            simd_level(),
+            geom,
+            input,
+            &weights.raw,
+            &weights.bias,
+            residual,
+            act,
+            output,
+            scratch,
+        ),
+        ConvAlgo::PointwiseChannels => super::pointwise_channels::pointwise_channels_conv(
             simd_level(),
             geom,
             input,
@@ -1519,33 +1565,40 @@ pub(crate) mod tests {
         }
     }
 
-    /// Times ResNet-50's 1×1 convs (with bias, residual where the model has one, and ReLU)
-    /// through the `gemm` crate path and the engine's packed GEMM, interleaved, best of 40.
+    /// Times 1×1 convs (with bias, residual where the model has one, and ReLU) through the
+    /// `gemm` crate path, the engine's packed GEMM and its two 1×1 kernels, interleaved.
     #[test]
     #[ignore = "timing helper for development; run with --ignored --nocapture in release"]
     fn time_pointwise_gemms() {
+        // (cin, cout, input side, stride, residual): ResNet-50's 1×1 convs, its strided
+        // shortcuts to 14×14 and 7×7, and Inception-v3's 1×1 convs on 8×8 and 17×17 maps.
         let shapes = [
-            (64, 256, 56, true),
-            (256, 64, 56, false),
-            (128, 512, 28, true),
-            (512, 128, 28, false),
-            (256, 1024, 14, true),
-            (1024, 256, 14, false),
-            (512, 2048, 7, true),
-            (2048, 512, 7, false),
+            (64, 256, 56, 1, true),
+            (256, 64, 56, 1, false),
+            (128, 512, 28, 1, true),
+            (512, 128, 28, 1, false),
+            (256, 1024, 14, 1, true),
+            (1024, 256, 14, 1, false),
+            (512, 2048, 7, 1, true),
+            (2048, 512, 7, 1, false),
+            (512, 1024, 28, 2, false),
+            (1024, 2048, 14, 2, false),
+            (2048, 448, 8, 1, false),
+            (1280, 320, 8, 1, false),
+            (768, 192, 17, 1, false),
         ];
         let threads: usize = std::env::var("TIME_THREADS")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
-        for (cin, cout, hw, with_res) in shapes {
+        for (cin, cout, hw, stride, with_res) in shapes {
             let g = ConvGeometry::new(
                 1,
                 cin,
                 &[hw, hw],
                 cout,
                 &[1, 1],
-                &[1, 1],
+                &[stride, stride],
                 &[1, 1],
                 &[0, 0],
                 &[0, 0],
@@ -1566,6 +1619,7 @@ pub(crate) mod tests {
                 ),
                 PackedConvWeights::with_gemm(&g, &wt, Some(&bias), ConvGemm::Packed),
                 PackedConvWeights::with_pointwise(&g, &wt, Some(&bias)),
+                PackedConvWeights::with_pointwise_channels(&g, &wt, Some(&bias)),
             ]
             .map(|p| p.expect("pack"));
             let mut out = vec![0.0; g.output_len()];
@@ -1581,7 +1635,7 @@ pub(crate) mod tests {
             // variant are taken within a round, then their median: the machine is shared and
             // its slow phases last longer than a round.
             let rounds = 12;
-            let mut best = vec![[f64::MAX; 3]; rounds];
+            let mut best = vec![[f64::MAX; 4]; rounds];
             with_threads(threads, || {
                 for round in best.iter_mut() {
                     for (pw, b) in packs.iter().zip(round.iter_mut()) {
@@ -1606,7 +1660,7 @@ pub(crate) mod tests {
                 v.sort_by(f64::total_cmp);
                 v[v.len() / 2]
             };
-            let mut line = format!("{cin}->{cout} {hw}x{hw} res={with_res}:");
+            let mut line = format!("{cin}->{cout} {hw}x{hw}/{stride} res={with_res}:");
             for (i, pw) in packs.iter().enumerate() {
                 let b = best.iter().map(|r| r[i]).fold(f64::MAX, f64::min);
                 let ratio = median(best.iter().map(|r| r[i] / r[0]).collect());

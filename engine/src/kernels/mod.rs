@@ -21,6 +21,7 @@ pub mod gemm;
 pub mod grouped_conv;
 pub mod im2col;
 pub mod packed_gemm;
+pub mod pointwise_channels;
 pub mod pointwise_conv;
 pub mod pool;
 mod pool2d;

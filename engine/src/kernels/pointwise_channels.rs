@@ -1,0 +1,646 @@
+//! 1×1 convolutions on small maps (ResNet's 7×7 stage and its 14×14→7×7 shortcut), with the
+//! register tile spanning output channels instead of positions.
+//!
+//! Why: [`super::pointwise_conv`]'s tile is 16 positions wide, so a 7×7 map (49 positions)
+//! runs three full tiles and a fourth for one position, and the weights, 1–8 MiB per conv at
+//! that stage, are reused by only four tiles each. ResNet-50's 7×7 1×1 convs ran there at
+//! 55–60 GFLOP/s against 70–85 on larger maps. Here a tile is [`PR`] positions (broadcast from
+//! the packed input) × [`CR`] output channels (two vectors of weights packed at load): only
+//! the last position tile is ragged, and it is computed at its own width.
+//!
+//! For a conv `C[cout × P] = W[cout × K] · X[K × P]` (`K` = input channels per group):
+//! - the weights are packed once, at load, into panels of [`CR`] output channels, `[K][CR]`;
+//! - each call packs the input of every image and group into tiles of [`PR`] positions,
+//!   `[K][PR]` (strided convs gather their positions here), once, shared by all workers;
+//! - a work item is one panel of one image and group. For each K slice (`gemm::k_slice`, the
+//!   blocked summation of the other conv paths) the panel's slice of weights stays in L1
+//!   while every position tile sums it; the running totals of the panel (`[positions][CR]`,
+//!   a few KiB) stay in L1 in the worker's scratch;
+//! - after the last slice the totals are transposed (8×8 blocks, in registers) to output rows
+//!   with bias, residual and activation added on the way, so each output is written once.
+//!
+//! Each output is the same slice sums added in the same order whatever the split, so results
+//! are bit-identical across thread counts.
+
+use super::conv::ConvGeometry;
+use super::cpu_features::{detected_simd_level, SimdLevel};
+use super::elementwise::activation_inplace_with;
+use super::gemm::{k_slice, SendPtr};
+use crate::ir::Activation;
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Positions per register tile (the broadcast operand, from the packed input).
+pub const PR: usize = 6;
+/// Output channels per register tile (two AVX2 vectors of packed weights).
+pub const CR: usize = 16;
+
+/// Largest output plane [`worth_it`] picks this kernel for (14×14 = 196 gains; 17×17 = 289
+/// measured a tie alone and 1.0–1.05× in Inception-v3 at 1 thread).
+const MAX_PLANE: usize = 256;
+
+/// Whether [`pointwise_channels_conv`] computes `g`: every kernel dim 1 and no padding (any
+/// stride, any spatial rank, any group count), as for [`super::pointwise_conv`].
+pub fn applies(g: &ConvGeometry) -> bool {
+    super::pointwise_conv::applies(g)
+}
+
+/// Whether this kernel is the default for `g`: small maps whose positions do not fill whole
+/// 16-wide tiles of [`super::pointwise_conv`] (its last tile then wastes lanes, and its weights
+/// are reused by few tiles). Measured per conv alone (`time_pointwise_gemms`, best of 60,
+/// time against the position-wide kernel, 1 / 2 threads): 512→2048 and 2048→512 at 7×7
+/// 0.81 / 0.82 and 0.79 / 0.78, the 1024→2048 shortcut from 14×14 0.82 / 0.78, 14×14 convs
+/// 0.92–0.96 / 0.86–0.95; 17×17 1.0 / 0.94 (not kept: the model measured 1.0–1.05×); but 8×8 (four
+/// full tiles) 1.05–1.07 / 1.09 and 56×56 1.07–1.11 / 1.03–1.06.
+pub fn worth_it(g: &ConvGeometry) -> bool {
+    let plane = g.out_plane();
+    applies(g)
+        && plane <= MAX_PLANE
+        && !plane.is_multiple_of(super::pointwise_conv::NR)
+        && g.cout_per_group() >= CR
+}
+
+/// Packs OIHW 1×1 weights (`cout × cin/group`) per group into panels of [`CR`] output
+/// channels, each `[K][CR]` (lanes past the group's last channel are zero).
+pub fn pack_weights(g: &ConvGeometry, weights: &[f32]) -> Vec<f32> {
+    let (k, cout_g) = (g.cin_per_group(), g.cout_per_group());
+    let panels = cout_g.div_ceil(CR);
+    let mut out = vec![0.0; packed_len(g)];
+    for grp in 0..g.group {
+        for p in 0..panels {
+            let dst = &mut out[(grp * panels + p) * k * CR..][..k * CR];
+            for r in 0..CR.min(cout_g - p * CR) {
+                let co = grp * cout_g + p * CR + r;
+                for (kk, &w) in weights[co * k..(co + 1) * k].iter().enumerate() {
+                    dst[kk * CR + r] = w;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Floats [`pack_weights`] returns for `g`.
+pub fn packed_len(g: &ConvGeometry) -> usize {
+    g.group * g.cout_per_group().div_ceil(CR) * g.cin_per_group() * CR
+}
+
+/// Position tiles of one image's output plane.
+fn tiles(g: &ConvGeometry) -> usize {
+    g.out_plane().div_ceil(PR)
+}
+
+/// Floats of one worker's running totals: `[rows][CR]`, the rows rounded up to whole
+/// 8-position blocks of the epilogue's transposes.
+fn totals_len(g: &ConvGeometry) -> usize {
+    (tiles(g) * PR).next_multiple_of(8) * CR
+}
+
+/// Floats of the packed input of every image and group.
+fn packed_input_len(g: &ConvGeometry) -> usize {
+    g.batch * g.group * tiles(g) * g.cin_per_group() * PR
+}
+
+/// Scratch floats [`pointwise_channels_conv`] needs to run on `threads` workers (less, down to
+/// one worker's totals, runs fewer items at once).
+pub fn scratch_len(g: &ConvGeometry, threads: usize) -> usize {
+    packed_input_len(g) + totals_len(g) * threads.max(1)
+}
+
+/// `output = act(W ⊛ input + bias + residual)` for a 1×1 conv ([`applies`]) with weights from
+/// [`pack_weights`] and at least `scratch_len(g, 1)` floats of scratch.
+///
+/// # Panics
+/// If a slice is shorter than the geometry needs.
+#[allow(clippy::too_many_arguments)]
+pub fn pointwise_channels_conv(
+    level: SimdLevel,
+    g: &ConvGeometry,
+    input: &[f32],
+    packed: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    act: Activation,
+    output: &mut [f32],
+    scratch: &mut [f32],
+) {
+    assert!(
+        applies(g),
+        "pointwise_channels_conv: not a 1×1 unpadded conv"
+    );
+    assert!(scratch.len() >= scratch_len(g, 1), "scratch too short");
+    assert!(input.len() >= g.input_len() && output.len() >= g.output_len());
+    assert!(packed.len() >= packed_len(g) && bias.len() >= g.out_channels);
+    if let Some(r) = residual {
+        assert!(r.len() >= g.output_len());
+    }
+    let level = level.min(detected_simd_level());
+    let (k, cout_g, plane) = (g.cin_per_group(), g.cout_per_group(), g.out_plane());
+    if k == 0 || plane == 0 {
+        // No input channels: every output is act(bias + residual).
+        for (i, v) in output[..g.output_len()].iter_mut().enumerate() {
+            let co = i / plane.max(1) % g.out_channels;
+            *v = act.apply(bias[co] + residual.map_or(0.0, |r| r[i]));
+        }
+        return;
+    }
+    let tiles = tiles(g);
+    let (xp, totals) = scratch.split_at_mut(packed_input_len(g));
+    let in_plane = g.in_plane();
+    xp.par_chunks_mut(k * PR).enumerate().for_each(|(i, dst)| {
+        // Chunk i: tile i % tiles of image and group i / tiles.
+        let (ng, t) = (i / tiles, i % tiles);
+        let (n, grp) = (ng / g.group, ng % g.group);
+        let x = &input[(n * g.in_channels + grp * k) * in_plane..][..k * in_plane];
+        pack_input_tile(g, x, t, dst);
+    });
+    let xp: &[f32] = xp;
+
+    let panels = cout_g.div_ceil(CR);
+    let items = g.batch * g.group * panels;
+    let kc = k_slice(k);
+    let out_ptr = SendPtr(output.as_mut_ptr());
+    let run = |i: usize, tot: &mut [f32]| {
+        let (ng, b) = (i / panels, i % panels);
+        let (n, grp) = (ng / g.group, ng % g.group);
+        let x = &xp[ng * tiles * k * PR..][..tiles * k * PR];
+        let w = &packed[(grp * panels + b) * k * CR..][..k * CR];
+        let mut k0 = 0;
+        while k0 < k {
+            let depth = kc.min(k - k0);
+            for t in 0..tiles {
+                let width = PR.min(plane - t * PR);
+                slice_sums(
+                    level,
+                    depth,
+                    &w[k0 * CR..],
+                    &x[(t * k + k0) * PR..],
+                    width,
+                    k0 == 0,
+                    &mut tot[t * PR * CR..][..PR * CR],
+                );
+            }
+            k0 += depth;
+        }
+        let rows = CR.min(cout_g - b * CR);
+        let co0 = grp * cout_g + b * CR;
+        let out0 = (n * g.out_channels + co0) * plane;
+        // SAFETY: output channels co0..co0 + rows of image n are this item's alone (items are
+        // disjoint (image, group, panel) triples); `output` outlives the parallel scope and
+        // holds them (checked above).
+        let out = unsafe { std::slice::from_raw_parts_mut({ out_ptr }.0.add(out0), rows * plane) };
+        let res = residual.map(|r| &r[out0..out0 + rows * plane]);
+        store_rows(level, tot, &bias[co0..co0 + rows], res, act, out, plane);
+    };
+
+    let tot_len = totals_len(g);
+    let threads = rayon::current_num_threads().max(1);
+    let workers = (totals.len() / tot_len).clamp(1, threads).min(items);
+    if workers <= 1 {
+        let tot = &mut totals[..tot_len];
+        (0..items).for_each(|i| run(i, tot));
+        return;
+    }
+    // A shared counter hands out items: a descheduled thread delays one item, not its share.
+    let next = AtomicUsize::new(0);
+    totals[..tot_len * workers]
+        .par_chunks_mut(tot_len)
+        .for_each(|tot| loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= items {
+                break;
+            }
+            run(i, tot);
+        });
+}
+
+/// Copies position tile `t` of one image and group (`x`: its `K` input rows) into `dst`,
+/// `[K][PR]`, zero past the last position; strided convs gather their positions here.
+fn pack_input_tile(g: &ConvGeometry, x: &[f32], t: usize, dst: &mut [f32]) {
+    let (in_plane, plane) = (g.in_plane(), g.out_plane());
+    let p0 = t * PR;
+    let width = PR.min(plane - p0);
+    let mut offsets = [0usize; PR];
+    for (j, off) in offsets[..width].iter_mut().enumerate() {
+        // Output position → input index, dimension by dimension (last fastest).
+        let (mut q, mut idx, mut scale) = (p0 + j, 0, 1);
+        for d in (0..g.out_spatial.len()).rev() {
+            idx += q % g.out_spatial[d] * g.strides[d] * scale;
+            q /= g.out_spatial[d];
+            scale *= g.in_spatial[d];
+        }
+        *off = idx;
+    }
+    let dense = g.strides.iter().all(|&s| s == 1);
+    for (row, d) in x.chunks_exact(in_plane).zip(dst.chunks_exact_mut(PR)) {
+        if dense {
+            d[..width].copy_from_slice(&row[p0..p0 + width]);
+        } else {
+            for (v, &o) in d.iter_mut().zip(&offsets[..width]) {
+                *v = row[o];
+            }
+        }
+        d[width..].fill(0.0);
+    }
+}
+
+/// Sums one K slice of `depth` channels for one position tile (`width ≤ PR` positions) and
+/// stores (`first`) or adds the sums into `tot` (`[PR][CR]`, the tile's running totals).
+fn slice_sums(
+    level: SimdLevel,
+    depth: usize,
+    w: &[f32],
+    x: &[f32],
+    width: usize,
+    first: bool,
+    tot: &mut [f32],
+) {
+    assert!(w.len() >= depth * CR && x.len() >= depth * PR && tot.len() >= PR * CR);
+    assert!((1..=PR).contains(&width));
+    #[cfg(target_arch = "x86_64")]
+    if level >= SimdLevel::Avx2 {
+        // SAFETY: AVX2+FMA present (level clamped to the detected one by the caller); the
+        // slices were checked above.
+        unsafe {
+            avx2::slice_sums(
+                depth,
+                w.as_ptr(),
+                x.as_ptr(),
+                width,
+                first,
+                tot.as_mut_ptr(),
+            )
+        };
+        return;
+    }
+    let _ = level;
+    let mut part = [[0.0f32; CR]; PR];
+    for (wr, xr) in w.chunks_exact(CR).zip(x.chunks_exact(PR)).take(depth) {
+        for (pj, &xv) in part.iter_mut().zip(xr).take(width) {
+            for (s, &wv) in pj.iter_mut().zip(wr) {
+                *s = xv.mul_add(wv, *s);
+            }
+        }
+    }
+    for (pj, tj) in part.iter().zip(tot.chunks_exact_mut(CR)).take(width) {
+        for (&s, t) in pj.iter().zip(tj) {
+            *t = if first { s } else { *t + s };
+        }
+    }
+}
+
+/// Writes `rows` output rows of `plane` positions from the totals (`[positions][CR]`):
+/// `out[c][p] = act(tot[p][c] + (bias[c] + residual[c][p]))`, the order of the other conv
+/// epilogues.
+fn store_rows(
+    level: SimdLevel,
+    tot: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    act: Activation,
+    out: &mut [f32],
+    plane: usize,
+) {
+    let rows = bias.len();
+    assert!(rows <= CR && out.len() >= rows * plane);
+    assert!(tot.len() >= plane.next_multiple_of(8) * CR);
+    if let Some(r) = residual {
+        assert!(r.len() >= rows * plane);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if level >= SimdLevel::Avx2 {
+        let (in_registers, after) = match act {
+            Activation::None | Activation::Relu | Activation::Clip(..) => (act, Activation::None),
+            other => (Activation::None, other),
+        };
+        // SAFETY: AVX2+FMA present; the lengths were checked above.
+        unsafe {
+            avx2::store_rows(
+                tot.as_ptr(),
+                rows,
+                plane,
+                bias.as_ptr(),
+                residual.map_or(std::ptr::null(), |r| r.as_ptr()),
+                in_registers,
+                out.as_mut_ptr(),
+            )
+        };
+        if after != Activation::None {
+            for row in out.chunks_exact_mut(plane).take(rows) {
+                activation_inplace_with(level, row, after);
+            }
+        }
+        return;
+    }
+    for (c, row) in out.chunks_exact_mut(plane).take(rows).enumerate() {
+        for (p, v) in row.iter_mut().enumerate() {
+            let add = bias[c] + residual.map_or(0.0, |r| r[c * plane + p]);
+            *v = act.apply(tot[p * CR + c] + add);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{CR, PR};
+    use crate::ir::Activation;
+    use std::arch::x86_64::*;
+
+    /// Lane mask for the first `n` of 8 lanes (sign bit set = lane active).
+    #[inline(always)]
+    unsafe fn mask(n: usize) -> __m256i {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes)
+    }
+
+    /// [`super::slice_sums`] in AVX2, the tile's width a const parameter so a ragged last
+    /// tile does only its own positions' work.
+    ///
+    /// # Safety
+    /// Requires AVX2 and FMA; `w` holds `depth·CR` floats, `x` `depth·PR`, `tot` `PR·CR`;
+    /// `1 ≤ width ≤ PR`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn slice_sums(
+        depth: usize,
+        w: *const f32,
+        x: *const f32,
+        width: usize,
+        first: bool,
+        tot: *mut f32,
+    ) {
+        match width {
+            1 => sums::<1>(depth, w, x, first, tot),
+            2 => sums::<2>(depth, w, x, first, tot),
+            3 => sums::<3>(depth, w, x, first, tot),
+            4 => sums::<4>(depth, w, x, first, tot),
+            5 => sums::<5>(depth, w, x, first, tot),
+            _ => sums::<PR>(depth, w, x, first, tot),
+        }
+    }
+
+    /// `NP` positions × 16 channels: `2·NP` accumulators, two weight vectors per channel and
+    /// one broadcast input value per position.
+    ///
+    /// # Safety
+    /// As [`slice_sums`] with `NP ≤ PR`.
+    #[inline(always)]
+    unsafe fn sums<const NP: usize>(
+        depth: usize,
+        w: *const f32,
+        x: *const f32,
+        first: bool,
+        tot: *mut f32,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; NP];
+        let (mut w, mut x) = (w, x);
+        for _ in 0..depth {
+            let w0 = _mm256_loadu_ps(w);
+            let w1 = _mm256_loadu_ps(w.add(8));
+            for (j, a) in acc.iter_mut().enumerate() {
+                let b = _mm256_broadcast_ss(&*x.add(j));
+                a[0] = _mm256_fmadd_ps(b, w0, a[0]);
+                a[1] = _mm256_fmadd_ps(b, w1, a[1]);
+            }
+            w = w.add(CR);
+            x = x.add(PR);
+        }
+        for (j, a) in acc.iter().enumerate() {
+            for (v, &s) in a.iter().enumerate() {
+                let p = tot.add(j * CR + 8 * v);
+                let y = if first {
+                    s
+                } else {
+                    _mm256_add_ps(_mm256_loadu_ps(p), s)
+                };
+                _mm256_storeu_ps(p, y);
+            }
+        }
+    }
+
+    /// Transposes 8 rows of 8 floats: `out[i]` lane `j` = `r[j]` lane `i`.
+    #[inline(always)]
+    unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(s0, s4),
+            _mm256_permute2f128_ps::<0x20>(s1, s5),
+            _mm256_permute2f128_ps::<0x20>(s2, s6),
+            _mm256_permute2f128_ps::<0x20>(s3, s7),
+            _mm256_permute2f128_ps::<0x31>(s0, s4),
+            _mm256_permute2f128_ps::<0x31>(s1, s5),
+            _mm256_permute2f128_ps::<0x31>(s2, s6),
+            _mm256_permute2f128_ps::<0x31>(s3, s7),
+        ]
+    }
+
+    /// [`super::store_rows`] for the activations applied in registers (None, Relu, Clip):
+    /// blocks of 8 positions × 8 channels are transposed, then each channel's 8 positions get
+    /// bias, residual and activation and are stored (through a lane mask at the plane's end).
+    ///
+    /// # Safety
+    /// Requires AVX2; `tot` holds `plane.next_multiple_of(8)·CR` floats, `bias` `rows ≤ CR`,
+    /// `out` (and `res` unless null) `rows·plane`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn store_rows(
+        tot: *const f32,
+        rows: usize,
+        plane: usize,
+        bias: *const f32,
+        res: *const f32,
+        act: Activation,
+        out: *mut f32,
+    ) {
+        let zero = _mm256_setzero_ps();
+        let (lo, hi) = match act {
+            Activation::Clip(l, h) => (_mm256_set1_ps(l), _mm256_set1_ps(h)),
+            _ => (zero, zero),
+        };
+        for c8 in (0..rows).step_by(8) {
+            for p8 in (0..plane).step_by(8) {
+                let np = 8.min(plane - p8);
+                let m = mask(np);
+                let mut r = [zero; 8];
+                for (i, v) in r.iter_mut().enumerate() {
+                    *v = _mm256_loadu_ps(tot.add((p8 + i) * CR + c8));
+                }
+                let cols = transpose8(r);
+                for (ch, &sum) in cols.iter().enumerate().take(rows - c8) {
+                    let c = c8 + ch;
+                    let mut add = _mm256_set1_ps(*bias.add(c));
+                    if !res.is_null() {
+                        add = _mm256_add_ps(add, _mm256_maskload_ps(res.add(c * plane + p8), m));
+                    }
+                    let mut y = _mm256_add_ps(sum, add);
+                    y = match act {
+                        // max(0, NaN) is NaN: ONNX Relu keeps NaN.
+                        Activation::Relu => _mm256_max_ps(zero, y),
+                        Activation::Clip(..) => _mm256_min_ps(_mm256_max_ps(y, lo), hi),
+                        _ => y,
+                    };
+                    let dst = out.add(c * plane + p8);
+                    if np == 8 {
+                        _mm256_storeu_ps(dst, y);
+                    } else {
+                        _mm256_maskstore_ps(dst, m, y);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::conv::tests::conv_ref;
+    use crate::kernels::test_util::{rand_vec, with_threads};
+
+    /// (batch, cin, spatial, cout, group, strides)
+    type Case = (usize, usize, Vec<usize>, usize, usize, Vec<usize>);
+
+    fn cases() -> Vec<Case> {
+        let s1 = |n: usize| vec![1; n];
+        vec![
+            // ResNet-50's stage-4 shapes (scaled down in K where it only repeats slices).
+            (1, 512, vec![7, 7], 64, 1, s1(2)),
+            (1, 600, vec![7, 7], 40, 1, s1(2)),
+            (1, 256, vec![14, 14], 48, 1, vec![2, 2]),
+            // Batch, ragged panels (cout not a multiple of 16), one-position tiles.
+            (2, 300, vec![5, 9], 13, 1, s1(2)),
+            (1, 5, vec![1, 1], 7, 1, s1(2)),
+            (3, 33, vec![7], 17, 1, s1(1)),
+            (2, 12, vec![3, 4, 5], 9, 1, s1(3)),
+            // Groups, other strides and ranks.
+            (1, 8, vec![6, 6], 24, 2, s1(2)),
+            (1, 16, vec![5, 7], 36, 4, vec![2, 1]),
+            (1, 7, vec![20], 5, 1, vec![3]),
+        ]
+    }
+
+    fn geometry(c: &Case) -> ConvGeometry {
+        let (b, cin, sp, cout, grp, st) = c;
+        let nd = sp.len();
+        ConvGeometry::new(
+            *b,
+            *cin,
+            sp,
+            *cout,
+            &vec![1; nd],
+            st,
+            &vec![1; nd],
+            &vec![0; nd],
+            &vec![0; nd],
+            *grp,
+        )
+        .expect("valid case")
+    }
+
+    #[test]
+    fn matches_f64_reference_every_level_and_thread_count() {
+        let acts = [
+            Activation::Relu,
+            Activation::None,
+            Activation::Clip(-0.5, 0.7),
+            Activation::Sigmoid,
+            Activation::LeakyRelu(0.1),
+        ];
+        for (ci, case) in cases().iter().enumerate() {
+            let g = geometry(case);
+            assert!(applies(&g), "case {ci}");
+            let x = rand_vec(g.input_len(), 110 + ci as u64);
+            let w = rand_vec(g.weight_len(), 120 + ci as u64);
+            let bias = rand_vec(g.out_channels, 130 + ci as u64);
+            let res = rand_vec(g.output_len(), 140 + ci as u64);
+            let want = conv_ref(&g, &x, &w, Some(&bias));
+            let packed = pack_weights(&g, &w);
+            let act = acts[ci % acts.len()];
+            let tol = 2e-6 * (g.cin_per_group() as f64).sqrt() * 8.0 + 1e-5;
+            for residual in [None, Some(&res[..])] {
+                for level in SimdLevel::available() {
+                    let mut outs = Vec::new();
+                    for (threads, slots) in [(1, 1), (2, 2), (2, 1), (3, 3)] {
+                        let mut out = vec![f32::NAN; g.output_len()];
+                        let mut scratch = vec![f32::NAN; scratch_len(&g, slots)];
+                        with_threads(threads, || {
+                            pointwise_channels_conv(
+                                level,
+                                &g,
+                                &x,
+                                &packed,
+                                &bias,
+                                residual,
+                                act,
+                                &mut out,
+                                &mut scratch,
+                            )
+                        });
+                        outs.push(out);
+                    }
+                    for other in &outs[1..] {
+                        assert_eq!(
+                            outs[0].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            other.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            "case {ci} {level:?}: thread counts or worker slots differ"
+                        );
+                    }
+                    for (i, (&got, &r)) in outs[0].iter().zip(&want).enumerate() {
+                        let pre = r + residual.map_or(0.0, |res| res[i] as f64);
+                        let exp = act.apply(pre as f32) as f64;
+                        assert!(
+                            (got as f64 - exp).abs() <= tol * (1.0 + exp.abs()),
+                            "case {ci} {level:?} {act:?} res={} at {i}: {got} vs {exp}",
+                            residual.is_some()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn picked_for_small_maps_only() {
+        let geo = |cin: usize, hw: usize, cout: usize, s: usize| {
+            ConvGeometry::new(
+                1,
+                cin,
+                &[hw, hw],
+                cout,
+                &[1, 1],
+                &[s, s],
+                &[1, 1],
+                &[0, 0],
+                &[0, 0],
+                1,
+            )
+            .expect("valid")
+        };
+        // ResNet-50 stage 4: 2048→512 and 512→2048 at 7×7, the 1024→2048 shortcut from 14×14.
+        assert!(worth_it(&geo(2048, 7, 512, 1)));
+        assert!(worth_it(&geo(512, 7, 2048, 1)));
+        assert!(worth_it(&geo(1024, 14, 2048, 2)));
+        // Stage 3 at 14×14 (196 positions: 12 tiles of 16 and 4).
+        assert!(worth_it(&geo(1024, 14, 256, 1)));
+        // Whole 16-wide tiles (8×8, 28×28) and large maps stay on the position-wide tile.
+        assert!(!worth_it(&geo(2048, 8, 448, 1)));
+        assert!(!worth_it(&geo(512, 28, 128, 1)));
+        assert!(!worth_it(&geo(288, 35, 64, 1)));
+        assert!(!worth_it(&geo(768, 17, 192, 1)));
+        // Too few output channels for one panel.
+        assert!(!worth_it(&geo(512, 7, 8, 1)));
+    }
+}
