@@ -50,8 +50,8 @@ pub fn applies(g: &ConvGeometry) -> bool {
 /// are reused by few tiles). Measured per conv alone (`time_pointwise_gemms`, best of 60,
 /// time against the position-wide kernel, 1 / 2 threads): 512→2048 and 2048→512 at 7×7
 /// 0.81 / 0.82 and 0.79 / 0.78, the 1024→2048 shortcut from 14×14 0.82 / 0.78, 14×14 convs
-/// 0.92–0.96 / 0.86–0.95; 17×17 1.0 / 0.94 (not kept: the model measured 1.0–1.05×); but 8×8 (four
-/// full tiles) 1.05–1.07 / 1.09 and 56×56 1.07–1.11 / 1.03–1.06.
+/// 0.92–0.96 / 0.86–0.95; 17×17 1.0 / 0.94 (not kept: Inception-v3 measured 1.0–1.05× per
+/// node); but 8×8 (four full tiles) 1.05–1.07 / 1.09 and 56×56 1.07–1.11 / 1.03–1.06.
 pub fn worth_it(g: &ConvGeometry) -> bool {
     let plane = g.out_plane();
     applies(g)
