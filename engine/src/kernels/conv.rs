@@ -18,8 +18,8 @@
 //!   load, the input packed per block of positions and the epilogue in its only store.
 //!   `ENGINE_POINTWISE=gemm` puts 1×1 convs back on the GEMM paths below, `stride1` keeps
 //!   strided ones on im2col.
-//! - [`ConvAlgo::PointwiseChannels`] (the same convs on maps of at most 256 positions that do
-//!   not fill whole 16-position tiles, e.g. 7×7 and 14×14, see
+//! - [`ConvAlgo::PointwiseChannels`] (the same convs on maps of at most 64 positions that do
+//!   not fill whole 16-position tiles, e.g. 7×7, see
 //!   [`super::pointwise_channels::worth_it`]): [`super::pointwise_channels`], the register tile
 //!   across output channels instead of positions. `ENGINE_POINTWISE=positions` keeps them on
 //!   the position-wide kernel.

@@ -3,10 +3,10 @@
 //!
 //! Why: [`super::pointwise_conv`]'s tile is 16 positions wide, so a 7×7 map (49 positions)
 //! runs three full tiles and a fourth for one position, and the weights, 1–8 MiB per conv at
-//! that stage, are reused by only four tiles each. ResNet-50's 7×7 1×1 convs ran there at
-//! 55–60 GFLOP/s against 70–85 on larger maps. Here a tile is [`PR`] positions (broadcast from
-//! the packed input) × [`CR`] output channels (two vectors of weights packed at load): only
-//! the last position tile is ragged, and it is computed at its own width.
+//! that stage, are reused by only four tiles each: ResNet-50's 7×7 1×1 convs ran there at
+//! 73 GFLOP/s alone against 80–87 on larger maps. Here a tile is [`PR`] positions (broadcast
+//! from the packed input) × [`CR`] output channels (two vectors of weights packed at load):
+//! only the last position tile is ragged, and it is computed at its own width.
 //!
 //! For a conv `C[cout × P] = W[cout × K] · X[K × P]` (`K` = input channels per group):
 //! - the weights are packed once, at load, into panels of [`CR`] output channels, `[K][CR]`;
@@ -35,9 +35,9 @@ pub const PR: usize = 6;
 /// Output channels per register tile (two AVX2 vectors of packed weights).
 pub const CR: usize = 16;
 
-/// Largest output plane [`worth_it`] picks this kernel for (14×14 = 196 gains; 17×17 = 289
-/// measured a tie alone and 1.0–1.05× in Inception-v3 at 1 thread).
-const MAX_PLANE: usize = 256;
+/// Largest output plane [`worth_it`] picks this kernel for: 7×7 maps gain; 14×14 maps tie
+/// (see [`worth_it`]).
+const MAX_PLANE: usize = 64;
 
 /// Whether [`pointwise_channels_conv`] computes `g`: every kernel dim 1 and no padding (any
 /// stride, any spatial rank, any group count), as for [`super::pointwise_conv`].
@@ -45,13 +45,15 @@ pub fn applies(g: &ConvGeometry) -> bool {
     super::pointwise_conv::applies(g)
 }
 
-/// Whether this kernel is the default for `g`: small maps whose positions do not fill whole
-/// 16-wide tiles of [`super::pointwise_conv`] (its last tile then wastes lanes, and its weights
-/// are reused by few tiles). Measured per conv alone (`time_pointwise_gemms`, best of 60,
-/// time against the position-wide kernel, 1 / 2 threads): 512→2048 and 2048→512 at 7×7
-/// 0.81 / 0.82 and 0.79 / 0.78, the 1024→2048 shortcut from 14×14 0.82 / 0.78, 14×14 convs
-/// 0.92–0.96 / 0.86–0.95; 17×17 1.0 / 0.94 (not kept: Inception-v3 measured 1.0–1.05× per
-/// node); but 8×8 (four full tiles) 1.05–1.07 / 1.09 and 56×56 1.07–1.11 / 1.03–1.06.
+/// Whether this kernel applies to `g` and is its default: small maps whose
+/// positions do not fill whole 16-wide tiles of [`super::pointwise_conv`] (its last tile
+/// then wastes lanes, and its weights are reused by few tiles). Measured per conv alone
+/// (`time_pointwise_gemms`, best of 60, time against the position-wide kernel at 1 / 2
+/// threads): 512→2048 and 2048→512 at 7×7 0.88 / 0.90 and 0.87 / 0.89; the 1024→2048
+/// shortcut from 14×14 to 7×7 1.03 / 0.87; 14×14 maps 1.0 / 0.93–1.0, 17×17 1.0 / 0.97,
+/// 8×8 (four full tiles) 1.05 / 1.08. In ResNet-50 (6 interleaved runs per node) stage 4's
+/// 1×1 convs took 0.91–1.04× the position-wide kernel's time, stage 3's 0.96–1.06×, all
+/// 1×1 convs together the same time within 0.3%: 14×14 maps stay on the other kernel.
 pub fn worth_it(g: &ConvGeometry) -> bool {
     let plane = g.out_plane();
     applies(g)
@@ -633,12 +635,11 @@ mod tests {
         assert!(worth_it(&geo(2048, 7, 512, 1)));
         assert!(worth_it(&geo(512, 7, 2048, 1)));
         assert!(worth_it(&geo(1024, 14, 2048, 2)));
-        // Stage 3 at 14×14 (196 positions: 12 tiles of 16 and 4).
-        assert!(worth_it(&geo(1024, 14, 256, 1)));
         // Whole 16-wide tiles (8×8, 28×28) and large maps stay on the position-wide tile.
         assert!(!worth_it(&geo(2048, 8, 448, 1)));
         assert!(!worth_it(&geo(512, 28, 128, 1)));
         assert!(!worth_it(&geo(288, 35, 64, 1)));
+        assert!(!worth_it(&geo(1024, 14, 256, 1)));
         assert!(!worth_it(&geo(768, 17, 192, 1)));
         // Too few output channels for one panel.
         assert!(!worth_it(&geo(512, 7, 8, 1)));
