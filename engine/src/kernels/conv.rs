@@ -28,7 +28,7 @@
 //!   `X[cin_g × ∏spatial]`.
 //! - [`ConvAlgo::Direct`] (2-D, group 1, kernel larger than 1×1, at least 64 taps per output
 //!   and 128 output positions, where at most 15% of the computed positions are thrown away and
-//!   strided convs have at most 256 output channels, see [`super::direct_conv::worth_it`]):
+//!   strided convs have at most 384 output channels, see [`super::direct_conv::worth_it`]):
 //!   [`super::direct_conv`], an implicit GEMM over a zero-padded copy of the image (phase-split
 //!   for strides, transposed for kernels wider than tall, none for unpadded stride-1 convs)
 //!   with the epilogue in its store; no im2col, no per-call packing. `ENGINE_CONV_ALGO=im2col` or `ENGINE_DIRECT_CONV=off`
