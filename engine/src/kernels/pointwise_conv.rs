@@ -169,7 +169,7 @@ impl Split {
         let per_block = g.batch * g.group;
         let mut blocks = blocks;
         if per_block * blocks > threads {
-            while (per_block * blocks) % threads != 0 && blocks < tiles {
+            while !(per_block * blocks).is_multiple_of(threads) && blocks < tiles {
                 blocks += 1;
             }
         }
