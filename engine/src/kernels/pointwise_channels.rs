@@ -26,6 +26,7 @@ use super::conv::ConvGeometry;
 use super::cpu_features::{detected_simd_level, SimdLevel};
 use super::elementwise::activation_inplace_with;
 use super::gemm::{k_slice, SendPtr};
+use super::pointwise_conv::strided_input_index;
 use crate::ir::Activation;
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -224,14 +225,7 @@ fn pack_input_tile(g: &ConvGeometry, x: &[f32], t: usize, dst: &mut [f32]) {
     let width = PR.min(plane - p0);
     let mut offsets = [0usize; PR];
     for (j, off) in offsets[..width].iter_mut().enumerate() {
-        // Output position → input index, dimension by dimension (last fastest).
-        let (mut q, mut idx, mut scale) = (p0 + j, 0, 1);
-        for d in (0..g.out_spatial.len()).rev() {
-            idx += q % g.out_spatial[d] * g.strides[d] * scale;
-            q /= g.out_spatial[d];
-            scale *= g.in_spatial[d];
-        }
-        *off = idx;
+        *off = strided_input_index(g, p0 + j);
     }
     let dense = g.strides.iter().all(|&s| s == 1);
     for (row, d) in x.chunks_exact(in_plane).zip(dst.chunks_exact_mut(PR)) {
@@ -509,11 +503,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::conv::tests::conv_ref;
-    use crate::kernels::test_util::{rand_vec, with_threads};
-
-    /// (batch, cin, spatial, cout, group, strides)
-    type Case = (usize, usize, Vec<usize>, usize, usize, Vec<usize>);
+    use crate::kernels::pointwise_conv::tests::{check_kernel, geometry, Case};
 
     fn cases() -> Vec<Case> {
         let s1 = |n: usize| vec![1; n];
@@ -534,84 +524,18 @@ mod tests {
         ]
     }
 
-    fn geometry(c: &Case) -> ConvGeometry {
-        let (b, cin, sp, cout, grp, st) = c;
-        let nd = sp.len();
-        ConvGeometry::new(
-            *b,
-            *cin,
-            sp,
-            *cout,
-            &vec![1; nd],
-            st,
-            &vec![1; nd],
-            &vec![0; nd],
-            &vec![0; nd],
-            *grp,
-        )
-        .expect("valid case")
-    }
-
     #[test]
     fn matches_f64_reference_every_level_and_thread_count() {
-        let acts = [
-            Activation::Relu,
-            Activation::None,
-            Activation::Clip(-0.5, 0.7),
-            Activation::Sigmoid,
-            Activation::LeakyRelu(0.1),
-        ];
-        for (ci, case) in cases().iter().enumerate() {
-            let g = geometry(case);
-            assert!(applies(&g), "case {ci}");
-            let x = rand_vec(g.input_len(), 110 + ci as u64);
-            let w = rand_vec(g.weight_len(), 120 + ci as u64);
-            let bias = rand_vec(g.out_channels, 130 + ci as u64);
-            let res = rand_vec(g.output_len(), 140 + ci as u64);
-            let want = conv_ref(&g, &x, &w, Some(&bias));
-            let packed = pack_weights(&g, &w);
-            let act = acts[ci % acts.len()];
-            let tol = 2e-6 * (g.cin_per_group() as f64).sqrt() * 8.0 + 1e-5;
-            for residual in [None, Some(&res[..])] {
-                for level in SimdLevel::available() {
-                    let mut outs = Vec::new();
-                    for (threads, slots) in [(1, 1), (2, 2), (2, 1), (3, 3)] {
-                        let mut out = vec![f32::NAN; g.output_len()];
-                        let mut scratch = vec![f32::NAN; scratch_len(&g, slots)];
-                        with_threads(threads, || {
-                            pointwise_channels_conv(
-                                level,
-                                &g,
-                                &x,
-                                &packed,
-                                &bias,
-                                residual,
-                                act,
-                                &mut out,
-                                &mut scratch,
-                            )
-                        });
-                        outs.push(out);
-                    }
-                    for other in &outs[1..] {
-                        assert_eq!(
-                            outs[0].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                            other.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                            "case {ci} {level:?}: thread counts or worker slots differ"
-                        );
-                    }
-                    for (i, (&got, &r)) in outs[0].iter().zip(&want).enumerate() {
-                        let pre = r + residual.map_or(0.0, |res| res[i] as f64);
-                        let exp = act.apply(pre as f32) as f64;
-                        assert!(
-                            (got as f64 - exp).abs() <= tol * (1.0 + exp.abs()),
-                            "case {ci} {level:?} {act:?} res={} at {i}: {got} vs {exp}",
-                            residual.is_some()
-                        );
-                    }
-                }
-            }
-        }
+        let geometries: Vec<_> = cases().iter().map(geometry).collect();
+        assert!(geometries.iter().all(applies));
+        check_kernel(
+            &geometries,
+            110,
+            pack_weights,
+            scratch_len,
+            pointwise_channels_conv,
+            &[(1, 1), (2, 2), (2, 1), (3, 3)],
+        );
     }
 
     #[test]

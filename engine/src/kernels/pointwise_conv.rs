@@ -435,14 +435,7 @@ fn pack_input_strided(
     let in_plane = g.in_plane();
     let mut offsets = [0usize; MAX_BLOCK];
     for (i, off) in offsets[..positions].iter_mut().enumerate() {
-        // Output position → input index, dimension by dimension (last fastest).
-        let (mut q, mut idx, mut scale) = (p0 + i, 0, 1);
-        for d in (0..g.out_spatial.len()).rev() {
-            idx += q % g.out_spatial[d] * g.strides[d] * scale;
-            q /= g.out_spatial[d];
-            scale *= g.in_spatial[d];
-        }
-        *off = idx;
+        *off = strided_input_index(g, p0 + i);
     }
     let offsets = &offsets[..positions];
     for kk in 0..kc {
@@ -455,6 +448,18 @@ fn pack_input_strided(
             d[offs.len()..].fill(0.0);
         }
     }
+}
+
+/// The index in an input channel that output position `p` of a 1×1 conv reads, dimension by
+/// dimension (last fastest): strided convs skip input positions.
+pub(crate) fn strided_input_index(g: &ConvGeometry, p: usize) -> usize {
+    let (mut q, mut idx, mut scale) = (p, 0, 1);
+    for d in (0..g.out_spatial.len()).rev() {
+        idx += q % g.out_spatial[d] * g.strides[d] * scale;
+        q /= g.out_spatial[d];
+        scale *= g.in_spatial[d];
+    }
+    idx
 }
 
 /// Scratch floats per worker: one item's packed input slice.
@@ -857,13 +862,13 @@ mod avx2 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::kernels::conv::tests::conv_ref;
     use crate::kernels::test_util::{rand_vec, with_threads};
 
     /// (batch, cin, spatial, cout, group, strides)
-    type Case = (usize, usize, Vec<usize>, usize, usize, Vec<usize>);
+    pub(crate) type Case = (usize, usize, Vec<usize>, usize, usize, Vec<usize>);
 
     fn cases() -> Vec<Case> {
         let s1 = |n: usize| vec![1; n];
@@ -890,7 +895,8 @@ mod tests {
         ]
     }
 
-    fn geometry(c: &Case) -> ConvGeometry {
+    /// The 1×1 conv of a case.
+    pub(crate) fn geometry(c: &Case) -> ConvGeometry {
         let (b, cin, sp, cout, grp, st) = c;
         let nd = sp.len();
         ConvGeometry::new(
@@ -908,8 +914,32 @@ mod tests {
         .expect("valid case")
     }
 
-    #[test]
-    fn pointwise_matches_f64_reference_every_level_and_thread_count() {
+    /// A 1×1 kernel's entry point: `(level, geometry, input, packed weights, bias, residual,
+    /// activation, output, scratch)`.
+    pub(crate) type Kernel = fn(
+        SimdLevel,
+        &ConvGeometry,
+        &[f32],
+        &[f32],
+        &[f32],
+        Option<&[f32]>,
+        Activation,
+        &mut [f32],
+        &mut [f32],
+    );
+
+    /// Runs `kernel` (weights from `pack`, scratch for `slots` workers from `scratch_len`) on
+    /// every case, at every SIMD level, with and without a residual, at each (threads, slots)
+    /// pair: the results must agree bit for bit across thread counts and with a float64
+    /// reference within rounding.
+    pub(crate) fn check_kernel(
+        cases: &[ConvGeometry],
+        seed: u64,
+        pack: fn(&ConvGeometry, &[f32]) -> Vec<f32>,
+        scratch_len: fn(&ConvGeometry, usize) -> usize,
+        kernel: Kernel,
+        splits: &[(usize, usize)],
+    ) {
         let acts = [
             Activation::Relu,
             Activation::None,
@@ -917,29 +947,26 @@ mod tests {
             Activation::Sigmoid,
             Activation::LeakyRelu(0.1),
         ];
-        for (ci, case) in cases().iter().enumerate() {
-            let g = geometry(case);
-            let cout = g.out_channels;
-            assert!(applies(&g), "case {ci}");
-            let x = rand_vec(g.input_len(), 10 + ci as u64);
-            let w = rand_vec(g.weight_len(), 20 + ci as u64);
-            let bias = rand_vec(cout, 30 + ci as u64);
-            let res = rand_vec(g.output_len(), 40 + ci as u64);
-            let want = conv_ref(&g, &x, &w, Some(&bias));
-            let packed = pack_weights(&g, &w);
-            assert_eq!(packed.len(), packed_len(&g));
+        for (ci, g) in cases.iter().enumerate() {
+            let s = seed + 4 * ci as u64;
+            let x = rand_vec(g.input_len(), s);
+            let w = rand_vec(g.weight_len(), s + 1);
+            let bias = rand_vec(g.out_channels, s + 2);
+            let res = rand_vec(g.output_len(), s + 3);
+            let want = conv_ref(g, &x, &w, Some(&bias));
+            let packed = pack(g, &w);
             let act = acts[ci % acts.len()];
             let tol = 2e-6 * (g.cin_per_group() as f64).sqrt() * 8.0 + 1e-5;
             for residual in [None, Some(&res[..])] {
                 for level in SimdLevel::available() {
                     let mut outs = Vec::new();
-                    for (threads, slots) in [(1, 1), (2, 2), (2, 1)] {
+                    for &(threads, slots) in splits {
                         let mut out = vec![f32::NAN; g.output_len()];
-                        let mut scratch = vec![f32::NAN; scratch_len(&g, slots)];
+                        let mut scratch = vec![f32::NAN; scratch_len(g, slots)];
                         with_threads(threads, || {
-                            pointwise_conv(
+                            kernel(
                                 level,
-                                &g,
+                                g,
                                 &x,
                                 &packed,
                                 &bias,
@@ -970,6 +997,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn pointwise_matches_f64_reference_every_level_and_thread_count() {
+        let geometries: Vec<_> = cases().iter().map(geometry).collect();
+        for g in &geometries {
+            assert!(applies(g), "{g:?}");
+            assert_eq!(
+                pack_weights(g, &vec![0.0; g.weight_len()]).len(),
+                packed_len(g)
+            );
+        }
+        check_kernel(
+            &geometries,
+            10,
+            pack_weights,
+            scratch_len,
+            pointwise_conv,
+            &[(1, 1), (2, 2), (2, 1)],
+        );
     }
 
     #[test]
