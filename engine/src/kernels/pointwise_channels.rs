@@ -26,7 +26,7 @@ use super::conv::ConvGeometry;
 use super::cpu_features::{detected_simd_level, SimdLevel};
 use super::elementwise::activation_inplace_with;
 use super::gemm::{k_slice, SendPtr};
-use super::pointwise_conv::strided_input_index;
+use super::pointwise_conv::{strided_input_index, without_inputs};
 use crate::ir::Activation;
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -66,21 +66,7 @@ pub fn worth_it(g: &ConvGeometry) -> bool {
 /// Packs OIHW 1×1 weights (`cout × cin/group`) per group into panels of [`CR`] output
 /// channels, each `[K][CR]` (lanes past the group's last channel are zero).
 pub fn pack_weights(g: &ConvGeometry, weights: &[f32]) -> Vec<f32> {
-    let (k, cout_g) = (g.cin_per_group(), g.cout_per_group());
-    let panels = cout_g.div_ceil(CR);
-    let mut out = vec![0.0; packed_len(g)];
-    for grp in 0..g.group {
-        for p in 0..panels {
-            let dst = &mut out[(grp * panels + p) * k * CR..][..k * CR];
-            for r in 0..CR.min(cout_g - p * CR) {
-                let co = grp * cout_g + p * CR + r;
-                for (kk, &w) in weights[co * k..(co + 1) * k].iter().enumerate() {
-                    dst[kk * CR + r] = w;
-                }
-            }
-        }
-    }
-    out
+    super::pointwise_conv::pack_panels(g, weights, CR)
 }
 
 /// Floats [`pack_weights`] returns for `g`.
@@ -140,11 +126,7 @@ pub fn pointwise_channels_conv(
     let level = level.min(detected_simd_level());
     let (k, cout_g, plane) = (g.cin_per_group(), g.cout_per_group(), g.out_plane());
     if k == 0 || plane == 0 {
-        // No input channels: every output is act(bias + residual).
-        for (i, v) in output[..g.output_len()].iter_mut().enumerate() {
-            let co = i / plane.max(1) % g.out_channels;
-            *v = act.apply(bias[co] + residual.map_or(0.0, |r| r[i]));
-        }
+        without_inputs(g, bias, residual, act, output);
         return;
     }
     let tiles = tiles(g);
@@ -340,14 +322,8 @@ fn store_rows(
 mod avx2 {
     use super::{CR, PR};
     use crate::ir::Activation;
+    use crate::kernels::pointwise_conv::avx2::mask;
     use std::arch::x86_64::*;
-
-    /// Lane mask for the first `n` of 8 lanes (sign bit set = lane active).
-    #[inline(always)]
-    unsafe fn mask(n: usize) -> __m256i {
-        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes)
-    }
 
     /// [`super::slice_sums`] in AVX2, the tile's width a const parameter so a ragged last
     /// tile does only its own positions' work.

@@ -68,16 +68,24 @@ pub fn applies(g: &ConvGeometry) -> bool {
 /// Packs OIHW 1×1 weights (`cout × cin/group`) per group into panels of [`MR`] output channels,
 /// each `[K][MR]` (rows past the group's last channel are zero).
 pub fn pack_weights(g: &ConvGeometry, weights: &[f32]) -> Vec<f32> {
+    pack_panels(g, weights, MR)
+}
+
+/// Packs OIHW 1×1 weights per group into panels of `width` output channels, each
+/// `[K][width]` (lanes past the group's last channel are zero): the layout of both 1×1
+/// kernels, whose tiles broadcast ([`MR`]) or load ([`super::pointwise_channels::CR`]) a
+/// panel row per input channel.
+pub(crate) fn pack_panels(g: &ConvGeometry, weights: &[f32], width: usize) -> Vec<f32> {
     let (k, cout_g) = (g.cin_per_group(), g.cout_per_group());
-    let panels = cout_g.div_ceil(MR);
-    let mut out = vec![0.0; g.group * panels * k * MR];
+    let panels = cout_g.div_ceil(width);
+    let mut out = vec![0.0; g.group * panels * k * width];
     for grp in 0..g.group {
         for p in 0..panels {
-            let dst = &mut out[(grp * panels + p) * k * MR..][..k * MR];
-            for r in 0..MR.min(cout_g - p * MR) {
-                let co = grp * cout_g + p * MR + r;
+            let dst = &mut out[(grp * panels + p) * k * width..][..k * width];
+            for r in 0..width.min(cout_g - p * width) {
+                let co = grp * cout_g + p * width + r;
                 for (kk, &w) in weights[co * k..(co + 1) * k].iter().enumerate() {
-                    dst[kk * MR + r] = w;
+                    dst[kk * width + r] = w;
                 }
             }
         }
@@ -303,11 +311,7 @@ pub(crate) fn pointwise_with_layout(
     let split = Split::new(g, threads);
     let (k, cout_g, plane) = (g.cin_per_group(), g.cout_per_group(), g.out_plane());
     if k == 0 || plane == 0 {
-        // No input channels: every output is act(bias + residual).
-        for (i, v) in output[..g.output_len()].iter_mut().enumerate() {
-            let co = i / plane.max(1) % g.out_channels;
-            *v = act.apply(bias[co] + residual.map_or(0.0, |r| r[i]));
-        }
+        without_inputs(g, bias, residual, act, output);
         return;
     }
     let kc_max = k_slice(k);
@@ -450,8 +454,25 @@ fn pack_input_strided(
     }
 }
 
+/// A 1×1 conv with no input channels (or no positions): every output is
+/// `act(bias + residual)`.
+pub(crate) fn without_inputs(
+    g: &ConvGeometry,
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    act: Activation,
+    output: &mut [f32],
+) {
+    let plane = g.out_plane().max(1);
+    for (i, v) in output[..g.output_len()].iter_mut().enumerate() {
+        let co = i / plane % g.out_channels;
+        *v = act.apply(bias[co] + residual.map_or(0.0, |r| r[i]));
+    }
+}
+
 /// The index in an input channel that output position `p` of a 1×1 conv reads, dimension by
 /// dimension (last fastest): strided convs skip input positions.
+#[inline]
 pub(crate) fn strided_input_index(g: &ConvGeometry, p: usize) -> usize {
     let (mut q, mut idx, mut scale) = (p, 0, 1);
     for d in (0..g.out_spatial.len()).rev() {
@@ -578,14 +599,15 @@ unsafe fn tile_portable(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use super::{Tile, MR, NR, PREFETCH_AHEAD};
     use crate::ir::Activation;
     use std::arch::x86_64::*;
 
-    /// Lane mask for the first `n` of 8 lanes (sign bit set = lane active).
+    /// Lane mask for the first `n` of 8 lanes (sign bit set = lane active); the other 1×1
+    /// kernel's ragged stores use it too.
     #[inline(always)]
-    unsafe fn mask(n: usize) -> __m256i {
+    pub(crate) unsafe fn mask(n: usize) -> __m256i {
         let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes)
     }
@@ -630,7 +652,7 @@ mod avx2 {
     /// # Safety
     /// Requires AVX2 and FMA; the contract of `super::compute_tile`.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn tile_6x16(
+    pub(super) unsafe fn tile_6x16(
         depth: usize,
         slice: usize,
         a: *const f32,
