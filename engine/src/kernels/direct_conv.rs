@@ -20,7 +20,8 @@
 //!    as vectors, the next tile's rows prefetched). Chunks are sized so the tile's input rows
 //!    stay in L1 while every block of output channels reuses them; partial sums wait in a
 //!    per-worker buffer, and after the last chunk the epilogue (bias, residual, activation)
-//!    writes the valid positions straight into the NCHW output.
+//!    writes the valid positions straight into the NCHW output — from registers when the
+//!    tile is [`NR`] valid outputs of one row and the activation is ReLU or none.
 //!
 //! Each output value is the same chunked sum in the same order whatever the thread count or
 //! the work split, so results are bit-identical across thread counts.
@@ -61,9 +62,13 @@ fn chunk_channels(l: &Layout, taps: &[usize]) -> usize {
     let row_floats = NR + l.col_reach;
     let row_lines = l.rows_per_channel * (row_floats.div_ceil(16) + 1);
     let span_lines = (hi - lo + NR).div_ceil(16) + 1;
-    (CHUNK_K / taps.len().max(1))
+    let most = (CHUNK_K / taps.len().max(1))
         .min(CHUNK_LINES / row_lines.min(span_lines))
-        .clamp(1, l.cin.max(1))
+        .clamp(1, l.cin.max(1));
+    // Equal chunks (11, 11, 10 rather than 14, 14, 4 for 32 channels of a 3×3): a short last
+    // chunk pays a tile's whole load-and-store for few multiply-adds (Inception's 32→64 3×3
+    // at 147×147: 0.96–0.99× the time).
+    l.cin.div_ceil(l.cin.div_ceil(most))
 }
 
 /// Whether [`direct_conv`] can compute `g`: 2-D, one group, at most [`MAX_TAPS`] taps, strides
@@ -389,11 +394,17 @@ pub fn direct_conv(
     let in_place = l.in_place;
     let reach = l.reach;
     let threads = rayon::current_num_threads().max(1);
+    let row_store_ok = !l.transposed && matches!(act, Activation::None | Activation::Relu);
 
-    // Work split: strips of tiles whose partial sums fit the worker's buffer, then blocks of
-    // output channels split further only when there are too few strips for the threads.
+    // Work split: the fewest strips of tiles whose partial sums fit the worker's buffer, of
+    // equal length, then blocks of output channels split further only when there are too few
+    // strips for the threads. (Full-length strips plus a short last one left one worker idle:
+    // 35×35 maps have 81 tiles, 6 strips of ≤ 16 made 48 + 33 tiles per worker; equal strips
+    // measured 0.88× the time at 2 threads there and 0.90× on 8×8 maps, unchanged at 1 thread;
+    // also rounding the strip count up to a multiple of the threads gained nothing more.)
     let tiles = l.tiles();
-    let strip = l.strip_tiles();
+    let strips = tiles.div_ceil(l.strip_tiles());
+    let strip = tiles.div_ceil(strips);
     let strips = tiles.div_ceil(strip);
     let block_parts = (3 * threads).div_ceil(strips).clamp(1, blocks);
     let blocks_per_part = blocks.div_ceil(block_parts);
@@ -445,15 +456,46 @@ pub fn direct_conv(
                         }
                         (&tail[..cc * span], span, &[][..])
                     };
+                    // A tile of NR valid outputs of one row takes its epilogue in registers.
+                    let row_start = (last && row_store_ok).then(|| (q0 / l.ws, q0 % l.ws));
+                    let row_start = row_start.filter(|&(oh, ow)| oh < l.ho && ow + NR <= l.wo);
                     for b in it.b0..it.b1 {
                         let kc = cc * ntaps;
                         let a = &packed[c0 * ntaps * MR * blocks + b * kc * MR..][..kc * MR];
                         let slot = ((b - it.b0) * nt + (t - it.t0)) * MR * NR;
                         let tile = as_tile(&mut acc[slot..slot + MR * NR]);
                         let pf = if b == it.b0 { prefetch } else { &[][..] };
-                        compute_tile(level, plane, cc, &tap_offsets, a, x, tile, first, pf);
-                        if last {
-                            let rows = MR.min(cout - b * MR);
+                        let rows = MR.min(cout - b * MR);
+                        let finish = row_start.map(|(oh, ow)| {
+                            let at = b * MR * out_plane + oh * l.wo + ow;
+                            // SAFETY: channels b·MR.. (`rows` of them) at outputs oh·wo + ow
+                            // .. + NR (ow + NR ≤ wo, oh < ho) lie inside `output`; this item
+                            // alone writes them (items are disjoint (block, tile) sets), and
+                            // `output` outlives the scope.
+                            unsafe {
+                                RowStore::new(
+                                    { out_ptr }.0.add(at),
+                                    out_plane,
+                                    &bias[b * MR..b * MR + rows],
+                                    res.map(|r| &r[at..]),
+                                    act == Activation::Relu,
+                                )
+                            }
+                        });
+                        let stored = finish.is_some();
+                        compute_tile(
+                            level,
+                            plane,
+                            cc,
+                            &tap_offsets,
+                            a,
+                            x,
+                            tile,
+                            first,
+                            pf,
+                            finish,
+                        );
+                        if last && !stored {
                             // SAFETY: the item writes output channels b·MR.. (`rows` of them)
                             // at the valid positions of tile t; items are disjoint (block,
                             // tile) sets, so no other thread writes these values, and `output`
@@ -585,10 +627,68 @@ impl<'a> TapOffsets<'a> {
     }
 }
 
+/// Where a tile whose [`NR`] positions are consecutive valid outputs of one row goes after its
+/// last channel chunk: straight from registers into the output, with bias, residual and ReLU
+/// (or no activation) applied — the partial-sum round trip and the run-by-run epilogue of
+/// [`store_tile`] took a twelfth of a 3×3 conv's time.
+#[derive(Clone, Copy)]
+struct RowStore<'a> {
+    /// Output channel 0 of the block at the tile's first position; channel `r` is `plane`
+    /// floats further.
+    out: *mut f32,
+    plane: usize,
+    /// One value per output channel of the block (its length is the number of rows stored).
+    bias: &'a [f32],
+    /// Residual with the output's layout from `out`'s position, when added.
+    residual: Option<&'a [f32]>,
+    relu: bool,
+}
+
+impl<'a> RowStore<'a> {
+    /// # Safety
+    /// For every `r < bias.len()`, `out + r·plane .. + NR` is writable, and nothing else reads
+    /// or writes it while the store is alive.
+    unsafe fn new(
+        out: *mut f32,
+        plane: usize,
+        bias: &'a [f32],
+        residual: Option<&'a [f32]>,
+        relu: bool,
+    ) -> Self {
+        assert!(bias.len() <= MR);
+        if let Some(r) = residual {
+            assert!(bias.is_empty() || r.len() >= (bias.len() - 1) * plane + NR);
+        }
+        RowStore {
+            out,
+            plane,
+            bias,
+            residual,
+            relu,
+        }
+    }
+
+    /// `out[r][j] = act(sum[r][j] + (bias[r] + residual[r][j]))`, the epilogue's order.
+    fn store_scalar(&self, sum: &[[f32; NR]; MR]) {
+        for (r, (row, &b)) in sum.iter().zip(self.bias).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                let add = b + self.residual.map_or(0.0, |res| res[r * self.plane + j]);
+                let x = v + add;
+                let x = if self.relu && x < 0.0 { 0.0 } else { x };
+                // SAFETY: r < bias.len() and j < NR: writable and ours by `new`'s contract.
+                unsafe { *self.out.add(r * self.plane + j) = x };
+            }
+        }
+    }
+}
+
 /// `tile[r][j] (+)= Σ_k panel[k][r] · x[off(k) + j]` over `cc` channels (`x[0]` is the first
 /// channel's row at the tile's first position, channels `plane` floats apart); `first`
-/// overwrites instead of adding.
+/// overwrites instead of adding. With `finish`, the sum goes to the output instead of `tile`
+/// (see [`RowStore`]). Inlined into the work loop: as a call (with the portable path in its
+/// body) it cost Inception-v3's direct convs 3–4% at 1 thread.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn compute_tile(
     level: SimdLevel,
     plane: usize,
@@ -599,6 +699,7 @@ fn compute_tile(
     tile: &mut [[f32; NR]; MR],
     first: bool,
     prefetch_rows: &[usize],
+    finish: Option<RowStore<'_>>,
 ) {
     let reach = (cc - 1) * plane + taps.max + NR;
     let taps = taps.offsets;
@@ -618,11 +719,28 @@ fn compute_tile(
                 tile,
                 first,
                 prefetch_rows,
+                finish.as_ref(),
             )
         };
         return;
     }
     let _ = level;
+    compute_tile_portable(plane, cc, taps, panel, x, tile, first, finish);
+}
+
+/// [`compute_tile`] without SIMD (the reference the AVX2 tile is tested against).
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn compute_tile_portable(
+    plane: usize,
+    cc: usize,
+    taps: &[usize],
+    panel: &[f32],
+    x: &[f32],
+    tile: &mut [[f32; NR]; MR],
+    first: bool,
+    finish: Option<RowStore<'_>>,
+) {
     let mut sum = [[0.0f32; NR]; MR];
     let mut a = panel.chunks_exact(MR);
     for c in 0..cc {
@@ -637,10 +755,14 @@ fn compute_tile(
             }
         }
     }
-    for (row, srow) in tile.iter_mut().zip(&sum) {
-        for (t, &v) in row.iter_mut().zip(srow) {
-            *t = if first { v } else { *t + v };
+    for (row, srow) in tile.iter().zip(sum.iter_mut()) {
+        for (t, v) in row.iter().zip(srow) {
+            *v = if first { *v } else { *t + *v };
         }
+    }
+    match finish {
+        Some(f) => f.store_scalar(&sum),
+        None => *tile = sum,
     }
 }
 
@@ -785,14 +907,15 @@ fn epilogue_run(
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{MR, NR};
+    use super::{RowStore, MR, NR};
     use std::arch::x86_64::*;
 
     /// The 6×16 register tile: 12 accumulators, two input vectors and one broadcast weight.
     ///
     /// # Safety
     /// Requires AVX2 and FMA. `a` holds `cin·taps.len()·MR` floats (`cin` = the chunk's channels); for every channel `c < cin`
-    /// and tap offset `o`, `x + c·plane + o .. + NR` is readable.
+    /// and tap offset `o`, `x + c·plane + o .. + NR` is readable. `finish`'s output is
+    /// writable as [`RowStore::new`] requires.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn tile_6x16(
@@ -804,6 +927,7 @@ mod avx2 {
         tile: &mut [[f32; NR]; MR],
         first: bool,
         prefetch_rows: &[usize],
+        finish: Option<&RowStore<'_>>,
     ) {
         let mut acc = [[_mm256_setzero_ps(); 2]; MR];
         let mut a = a;
@@ -830,14 +954,38 @@ mod avx2 {
         }
         // The chunk's sum is added to the earlier chunks' (not accumulated on top of them):
         // blocked summation, as a GEMM's K blocks, keeps rounding chains one chunk long.
-        for (row, accr) in tile.iter_mut().zip(&acc) {
+        for (r, (row, accr)) in tile.iter_mut().zip(&acc).enumerate() {
             let (mut lo, mut hi) = (accr[0], accr[1]);
             if !first {
                 lo = _mm256_add_ps(_mm256_loadu_ps(row.as_ptr()), lo);
                 hi = _mm256_add_ps(_mm256_loadu_ps(row.as_ptr().add(8)), hi);
             }
-            _mm256_storeu_ps(row.as_mut_ptr(), lo);
-            _mm256_storeu_ps(row.as_mut_ptr().add(8), hi);
+            match finish {
+                Some(f) if r < f.bias.len() => {
+                    let b = _mm256_set1_ps(f.bias[r]);
+                    let (mut add_lo, mut add_hi) = (b, b);
+                    if let Some(res) = f.residual {
+                        let p = res[r * f.plane..r * f.plane + NR].as_ptr();
+                        add_lo = _mm256_add_ps(b, _mm256_loadu_ps(p));
+                        add_hi = _mm256_add_ps(b, _mm256_loadu_ps(p.add(8)));
+                    }
+                    lo = _mm256_add_ps(lo, add_lo);
+                    hi = _mm256_add_ps(hi, add_hi);
+                    if f.relu {
+                        // max(0, v) returns v when v is NaN, as ONNX Relu keeps it.
+                        lo = _mm256_max_ps(_mm256_setzero_ps(), lo);
+                        hi = _mm256_max_ps(_mm256_setzero_ps(), hi);
+                    }
+                    let out = f.out.add(r * f.plane);
+                    _mm256_storeu_ps(out, lo);
+                    _mm256_storeu_ps(out.add(8), hi);
+                }
+                Some(_) => {}
+                None => {
+                    _mm256_storeu_ps(row.as_mut_ptr(), lo);
+                    _mm256_storeu_ps(row.as_mut_ptr().add(8), hi);
+                }
+            }
         }
     }
 }
@@ -894,6 +1042,12 @@ mod tests {
             // Transposed layout (kernel wider than tall): dilated, asymmetric pads, unpadded.
             (2, 6, 7, 12, 5, [2, 5], s1, [1, 2], [1, 2], [0, 1]),
             (1, 20, 8, 8, 9, [1, 3], s1, [1, 1], [0, 0], [0, 0]),
+            // Rows of 40 outputs: most tiles are 16 valid outputs of one row and take their
+            // epilogue in registers (`RowStore`), the rest through `store_tile`; 3 chunks, a
+            // ragged last block; one in place (no padding).
+            (1, 40, 9, 40, 13, [3, 3], s1, [1, 1], [1, 1], [1, 1]),
+            (2, 11, 6, 42, 8, [3, 3], s1, [1, 1], [0, 0], [0, 0]),
+            (1, 7, 5, 44, 6, [5, 5], s1, [1, 1], [2, 2], [2, 2]),
         ]
     }
 
@@ -912,11 +1066,17 @@ mod tests {
             let x = rand_vec(g.input_len(), 100 + ci as u64);
             let wt = rand_vec(g.weight_len(), 200 + ci as u64);
             let bias = rand_vec(cout, 300 + ci as u64);
-            let res = rand_vec(g.output_len(), 400 + ci as u64);
             let want = conv_ref(&g, &x, &wt, Some(&bias));
             let tol = 2e-6 * ((cin * k[0] * k[1]) as f64).sqrt() * 8.0 + 1e-5;
             let packed = pack_weights(&g, &wt);
+            // Every activation with and without a residual over the cases.
             let act = acts[ci % acts.len()];
+            let res = if (ci / acts.len()).is_multiple_of(2) {
+                rand_vec(g.output_len(), 400 + ci as u64)
+            } else {
+                vec![0.0; g.output_len()]
+            };
+            let with_res = res.iter().any(|&v| v != 0.0);
             for level in SimdLevel::available() {
                 let mut first: Option<Vec<f32>> = None;
                 for (threads, slots) in [(1, 1), (2, 2), (2, 1)] {
@@ -929,7 +1089,7 @@ mod tests {
                             &x,
                             &packed,
                             &bias,
-                            Some(&res),
+                            with_res.then_some(&res[..]),
                             act,
                             &mut out,
                             &mut scratch,
@@ -1015,7 +1175,9 @@ mod tests {
     #[ignore = "timing helper for development; run with --ignored --nocapture in release"]
     fn time_direct_thread_scaling() {
         let shapes = [
+            (32, 64, 147, 147, [3, 3], [1, 1]),
             (96, 96, 35, 35, [3, 3], [1, 1]),
+            (48, 64, 35, 35, [5, 5], [2, 2]),
             (192, 192, 17, 17, [7, 1], [3, 0]),
             (80, 192, 73, 73, [3, 3], [0, 0]),
             (448, 384, 8, 8, [3, 3], [1, 1]),
