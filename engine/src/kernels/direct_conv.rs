@@ -397,18 +397,21 @@ pub fn direct_conv(
     let row_store_ok = !l.transposed && matches!(act, Activation::None | Activation::Relu);
 
     // Work split: the fewest strips of tiles whose partial sums fit the worker's buffer, of
-    // equal length, then blocks of output channels split further only when there are too few
-    // strips for the threads. (Full-length strips plus a short last one left one worker idle:
-    // 35×35 maps have 81 tiles, 6 strips of ≤ 16 made 48 + 33 tiles per worker; equal strips
-    // measured 0.88× the time at 2 threads there and 0.90× on 8×8 maps, unchanged at 1 thread;
-    // also rounding the strip count up to a multiple of the threads gained nothing more.)
+    // (near-)equal length, then blocks of output channels split further only when there are
+    // too few strips for the threads; when the items do not divide among the threads, more
+    // strips. (Full-length strips plus a short last one left a worker idle: 35×35 maps have
+    // 81 tiles, 6 strips of ≤ 16 made 48 + 33 tiles per worker; equal strips measured 0.88×
+    // the time at 2 threads there and 0.90× on 8×8 maps, unchanged at 1 thread. ResNet-50's
+    // 64-channel 56×56 convs made 9 items, 5 + 4 per worker.)
     let tiles = l.tiles();
-    let strips = tiles.div_ceil(l.strip_tiles());
-    let strip = tiles.div_ceil(strips);
-    let strips = tiles.div_ceil(strip);
-    let block_parts = (3 * threads).div_ceil(strips).clamp(1, blocks);
-    let blocks_per_part = blocks.div_ceil(block_parts);
-    let item_count = strips * blocks.div_ceil(blocks_per_part);
+    let mut strips = tiles.div_ceil(l.strip_tiles());
+    let parts_for = |strips: usize| (3 * threads).div_ceil(strips).clamp(1, blocks);
+    let items_for = |strips: usize| strips * blocks.div_ceil(blocks.div_ceil(parts_for(strips)));
+    if !items_for(strips).is_multiple_of(threads) {
+        strips = (strips.div_ceil(threads) * threads).min(tiles);
+    }
+    let blocks_per_part = blocks.div_ceil(parts_for(strips));
+    let item_count = items_for(strips);
     let workers = (cbufs.len() / cbuf.max(1))
         .clamp(1, threads)
         .min(item_count);
@@ -426,8 +429,8 @@ pub fn direct_conv(
             Item {
                 b0: p * blocks_per_part,
                 b1: ((p + 1) * blocks_per_part).min(blocks),
-                t0: s * strip,
-                t1: ((s + 1) * strip).min(tiles),
+                t0: s * tiles / strips,
+                t1: (s + 1) * tiles / strips,
             }
         };
         let run = |it: Item, slot_buf: &mut [f32]| {
