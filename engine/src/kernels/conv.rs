@@ -339,6 +339,11 @@ impl PackedConvWeights {
         // direct kernel's, 384–448 ch at 8×8 ~1.0× (a second run: 448→384 0.75–0.79×); but
         // 96→96 at 35×35 0.84–0.96× in one run and 1.06–1.26× in another, 64→96 at 35×35
         // 1.07–1.11× (slower), ResNet-50 64 ch at 56×56 1.48×, 32→32/64 at 147×147 1.1–1.5×.
+        // After the transforms were written out (28 Nov, per node, 4 alternating runs, same
+        // binary with `ENGINE_CONV_ALGO=winograd`): Inception's 96→96 at 35×35 0.83–0.85× the
+        // direct kernel's time at 1 thread and 0.85–0.86× at 2, 64→96 0.91–0.95× and
+        // 0.88–1.04×, so from 64 channels in and 96 out; ResNet-50's 64→64 at 56×56 ties
+        // (0.98–1.0×) and the 32-channel 147×147 convs are still slower (1.17–1.27×).
         let algo_env = std::env::var("ENGINE_CONV_ALGO").ok();
         let wino = match algo_env.as_deref() {
             Some("im2col") | Some("direct") => None,
@@ -615,11 +620,11 @@ pub const DEFAULT_WINOGRAD_TILE: WinogradTile = WinogradTile::F2;
 
 /// Fewest input channels (per group) for which [`PackedConvWeights::new`] picks Winograd by
 /// default.
-pub const WINOGRAD_MIN_IN_CHANNELS: usize = 80;
+pub const WINOGRAD_MIN_IN_CHANNELS: usize = 64;
 
 /// Fewest output channels (per group) for which [`PackedConvWeights::new`] picks Winograd by
 /// default.
-pub const WINOGRAD_MIN_OUT_CHANNELS: usize = 128;
+pub const WINOGRAD_MIN_OUT_CHANNELS: usize = 96;
 
 /// Fewest output pixels per channel (7×7) for which [`PackedConvWeights::new`] picks Winograd
 /// by default.
