@@ -1591,6 +1591,10 @@ pub(crate) mod tests {
             (2048, 448, 8, 1, false),
             (1280, 320, 8, 1, false),
             (768, 192, 17, 1, false),
+            (192, 64, 35, 1, false),
+            (288, 64, 35, 1, false),
+            (192, 48, 35, 1, false),
+            (768, 128, 17, 1, false),
         ];
         let threads: usize = std::env::var("TIME_THREADS")
             .ok()
