@@ -17,6 +17,7 @@ use crate::ir::{Graph, Node, Op, ValueId};
 use crate::session::NodeTrace;
 use crate::tensor::{DType, Tensor};
 
+use super::aligned::AlignedFloats;
 use super::plan::MemoryPlan;
 use super::steps::{prepare, Ctx, Span, Step};
 
@@ -62,12 +63,12 @@ struct State {
     live_after: Vec<usize>,
     locs: Vec<Loc>,
     shapes: Vec<Vec<usize>>,
-    arena: Vec<f32>,
+    arena: AlignedFloats,
     slots: Vec<Option<Tensor>>,
     /// Per node: the prepared kernel call, `None` for the reference path.
     steps: Vec<Option<Step>>,
     /// Kernel scratch (conv im2col blocks), shared by all nodes since they run one at a time.
-    scratch: Vec<f32>,
+    scratch: AlignedFloats,
     /// Bytes of weights copied into kernel layouts.
     packed_bytes: usize,
     /// Bytes of the constants `graph` still holds (those the reference evaluator reads).
@@ -195,8 +196,8 @@ impl CpuExecutor {
         let packed_bytes = steps.iter().flatten().map(Step::packed_bytes).sum();
         let constant_bytes = graph.parameter_totals().1;
         let scratch_len = steps.iter().flatten().map(|s| s.scratch).max().unwrap_or(0);
-        let scratch = vec![0.0f32; scratch_len];
-        let arena = vec![0.0f32; plan.arena_bytes.div_ceil(4)];
+        let scratch = AlignedFloats::zeroed(scratch_len);
+        let arena = AlignedFloats::zeroed(plan.arena_bytes.div_ceil(4));
         let slots = vec![None; graph.values.len()];
         let state = State {
             live_after: plan.live_bytes_after.clone(),

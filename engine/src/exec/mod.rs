@@ -1,6 +1,7 @@
 //! Execution: graph rewrites ([`fuse`]), the activation memory plan (`plan`) and the CPU
 //! executor ([`executor`]) behind the [`Executor`] trait other backends implement too.
 
+mod aligned;
 pub mod executor;
 pub mod fuse;
 pub mod plan;
