@@ -119,9 +119,11 @@ pub fn worth_it(g: &ConvGeometry) -> bool {
 }
 
 /// Fewest multiply-adds per output for which [`worth_it`] picks the direct kernel: below it
-/// the per-tile overhead dominates (Inception's 3→32 3×3/2 stem conv, K = 27, measured 1.26×
-/// im2col's time in the model).
-const MIN_K: usize = 64;
+/// the per-tile overhead is unmeasured. Inception's 3→32 3×3/2 stem conv (K = 27) measured
+/// 1.26× im2col's time in the model before the direct kernel's row-store epilogue and equal
+/// strips; since (28 Nov, `engine profile`, 4 alternating runs, `ENGINE_CONV_ALGO=direct`)
+/// 0.85× at 1 thread and 0.84× at 2, and VGG-16's 3→64 3×3 at 224×224 0.99×.
+const MIN_K: usize = 27;
 
 /// Fewest tiles of output positions for which [`worth_it`] picks the direct kernel: Inception's
 /// 8×8 maps (4 tiles) with 384–448 channels measured 1.05–1.2× im2col's time in the model
@@ -597,12 +599,7 @@ fn pad_image(l: &Layout, img: &[f32], padded: &mut [f32]) {
                     let x1 = (pl + l.w).saturating_sub(b).div_ceil(l.sw).clamp(x0, l.ws);
                     row[..x0].fill(0.0);
                     let first = x0 * l.sw + b - pl;
-                    for (v, &sv) in row[x0..x1]
-                        .iter_mut()
-                        .zip(srow[first..].iter().step_by(l.sw))
-                    {
-                        *v = sv;
-                    }
+                    gather_every(l.sw, &mut row[x0..x1], &srow[first..]);
                     row[x1..].fill(0.0);
                 }
             }
@@ -612,6 +609,27 @@ fn pad_image(l: &Layout, img: &[f32], padded: &mut [f32]) {
         chans.par_chunks_mut(l.chan).enumerate().for_each(copy);
     } else {
         chans.chunks_mut(l.chan).enumerate().for_each(copy);
+    }
+}
+
+/// `dst[i] = src[i·step]`. With the step a constant (2 for the strided stems, 3 or 4) the
+/// compiler turns the gather into vector loads and shuffles; with a run-time step it stayed
+/// a scalar loop, which took a fifth of Inception's 3→32 3×3/2 conv.
+fn gather_every(step: usize, dst: &mut [f32], src: &[f32]) {
+    fn fixed<const S: usize>(dst: &mut [f32], src: &[f32]) {
+        for (d, s) in dst.iter_mut().zip(src.chunks(S)) {
+            *d = s[0];
+        }
+    }
+    match step {
+        2 => fixed::<2>(dst, src),
+        3 => fixed::<3>(dst, src),
+        4 => fixed::<4>(dst, src),
+        _ => {
+            for (d, &s) in dst.iter_mut().zip(src.iter().step_by(step.max(1))) {
+                *d = s;
+            }
+        }
     }
 }
 
@@ -1037,6 +1055,9 @@ mod tests {
             (1, 10, 12, 13, 7, [3, 3], [2, 1], [1, 1], [1, 0], [0, 1]),
             (1, 5, 16, 17, 6, [5, 3], [3, 3], [1, 2], [2, 1], [1, 2]),
             (1, 4, 12, 12, 6, [3, 3], [2, 2], [2, 2], [2, 2], [2, 2]),
+            // Stride 4 (and 4 × 1): the phase split's constant-step gathers.
+            (1, 3, 19, 22, 7, [5, 5], [4, 4], [1, 1], [2, 2], [1, 1]),
+            (1, 2, 13, 30, 5, [3, 3], [1, 4], [1, 1], [1, 1], [1, 1]),
             // In place (stride 1, no padding): 1×1 with several chunks and a ragged last tile
             // (its lanes past the image end come from the zero-extended tail copy), and 3×3.
             (2, 230, 7, 9, 10, [1, 1], s1, [1, 1], [0, 0], [0, 0]),
@@ -1123,6 +1144,21 @@ mod tests {
     }
 
     #[test]
+    fn gather_every_matches_a_strided_copy() {
+        let src: Vec<f32> = (0..61).map(|i| i as f32).collect();
+        for step in 1..=6 {
+            for len in [0, 1, 7, 8, 9, 16] {
+                let start = 3;
+                let n = len.min((src.len() - start).div_ceil(step));
+                let mut dst = vec![-1.0; n];
+                gather_every(step, &mut dst, &src[start..]);
+                let want: Vec<f32> = (0..n).map(|i| src[start + i * step]).collect();
+                assert_eq!(dst, want, "step {step} len {len}");
+            }
+        }
+    }
+
+    #[test]
     fn conv_picks_direct_only_where_little_work_is_thrown_away() {
         let conv_geom = |cin: usize, h: usize, cout: usize, k: [usize; 2], p: [usize; 2], s| {
             ConvGeometry::new(1, cin, &[h, h], cout, &k, &[s, s], &[1, 1], &p, &p, 1).expect("geom")
@@ -1140,9 +1176,10 @@ mod tests {
         // 8×8 maps are too few tiles even without padding (1×3 runs transposed, 3×1 as is).
         assert!(!worth_it(&geom(8, [1, 3], [0, 1], 1)));
         assert!(!worth_it(&geom(8, [3, 1], [1, 0], 1)));
-        // K = 3·3·3 = 27: per-tile overhead dominates.
-        let stem = conv_geom(3, 299, 32, [3, 3], [0, 0], 2);
-        assert!(applies(&stem) && !worth_it(&stem));
+        // K = 3·3·3 = 27 (Inception's first conv) is in; K = 9 (one input channel) is not.
+        assert!(worth_it(&conv_geom(3, 299, 32, [3, 3], [0, 0], 2)));
+        let gray = conv_geom(1, 299, 32, [3, 3], [0, 0], 2);
+        assert!(applies(&gray) && !worth_it(&gray));
         assert!(Layout::new(&geom(17, [1, 7], [0, 3], 1)).transposed);
         assert!(!Layout::new(&geom(17, [7, 1], [3, 0], 1)).transposed);
         assert!(!Layout::new(&geom(17, [3, 3], [1, 1], 1)).transposed);
