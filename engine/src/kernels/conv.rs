@@ -26,13 +26,18 @@
 //! - [`ConvAlgo::Pointwise`] (all kernel dims 1, stride 1, no pad, with `ENGINE_POINTWISE=gemm`
 //!   or [`PackedConvWeights::with_gemm`]): the input already is the GEMM's right-hand matrix
 //!   `X[cin_g × ∏spatial]`.
-//! - [`ConvAlgo::Direct`] (2-D, group 1, kernel larger than 1×1, at least 64 taps per output
-//!   and 128 output positions, where at most 15% of the computed positions are thrown away and
+//! - [`ConvAlgo::Direct`] (2-D, group 1, kernel larger than 1×1, at least 27 multiply-adds
+//!   per output and 128 output positions, where at most 15% of the computed positions are thrown away and
 //!   strided convs have at most 384 output channels, see [`super::direct_conv::worth_it`]):
 //!   [`super::direct_conv`], an implicit GEMM over a zero-padded copy of the image (phase-split
 //!   for strides, transposed for kernels wider than tall, none for unpadded stride-1 convs)
 //!   with the epilogue in its store; no im2col, no per-call packing. `ENGINE_CONV_ALGO=im2col` or `ENGINE_DIRECT_CONV=off`
 //!   turn it off, `ENGINE_CONV_ALGO=direct` forces it wherever it applies.
+//! - [`ConvAlgo::Unfolded`] (group 1, kernel larger than 1×1, at most 64 output positions,
+//!   where neither the direct kernel nor Winograd was chosen: ResNet-50's 3×3/2 to 7×7,
+//!   Inception-v3's 8×8 layers): one image's im2col matrix, then the 1×1 kernels on it
+//!   ([`super::unfolded_conv`]). `ENGINE_CONV_ALGO` (any value) or
+//!   `ENGINE_UNFOLDED_CONV=off` turn it off.
 //! - [`ConvAlgo::Im2col`] (everything else): im2col of a block of output columns into
 //!   scratch, then GEMM. Blocking over columns keeps scratch to a few hundred KiB per thread.
 //! - [`ConvAlgo::Winograd`] (2-D 3×3, stride 1, dilation 1, group 1, at least
@@ -284,6 +289,9 @@ pub enum ConvAlgo {
     /// 2-D implicit GEMM that reads the (padded) input where it lies (see
     /// [`super::direct_conv`]).
     Direct,
+    /// Small maps: one image's im2col matrix into scratch, then the 1×1 kernels on it (see
+    /// [`super::unfolded_conv`]).
+    Unfolded,
 }
 
 /// Which GEMM runs the Pointwise/Im2col algorithms.
@@ -368,6 +376,14 @@ impl PackedConvWeights {
         if wino.is_none() && direct {
             return PackedConvWeights::with_direct(geom, weights, bias);
         }
+        // Small maps the direct kernel and Winograd left to im2col: the 1×1 kernels on the
+        // image's im2col matrix (`ENGINE_UNFOLDED_CONV=off` keeps them on im2col, for A/B runs).
+        let unfolded = algo_env.is_none()
+            && !std::env::var("ENGINE_UNFOLDED_CONV").is_ok_and(|v| v == "off")
+            && super::unfolded_conv::worth_it(geom);
+        if wino.is_none() && unfolded {
+            return PackedConvWeights::with_unfolded(geom, weights, bias);
+        }
         // 1×1 convs on the engine's own kernel unless a GEMM is asked for
         // (`ENGINE_POINTWISE=gemm` keeps the GEMM path with the chosen `ENGINE_CONV_GEMM`;
         // `stride1` keeps strided 1×1 convs on im2col).
@@ -401,6 +417,23 @@ impl PackedConvWeights {
             ConvAlgo::Direct,
             super::direct_conv::applies(geom),
             super::direct_conv::pack_weights,
+        )
+    }
+
+    /// [`ConvAlgo::Unfolded`] where [`super::unfolded_conv::applies`], otherwise the same as
+    /// [`PackedConvWeights::with_gemm`] with the default crate GEMM.
+    pub fn with_unfolded(
+        geom: &ConvGeometry,
+        weights: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Result<PackedConvWeights, KernelError> {
+        PackedConvWeights::with_own_kernel(
+            geom,
+            weights,
+            bias,
+            ConvAlgo::Unfolded,
+            super::unfolded_conv::applies(geom),
+            super::unfolded_conv::pack_weights,
         )
     }
 
@@ -671,6 +704,7 @@ fn slot_len(g: &ConvGeometry, w: &PackedConvWeights) -> usize {
         (ConvAlgo::PointwiseChannels, _) => super::pointwise_channels::scratch_len(g, 1),
         (ConvAlgo::Grouped, _) => super::grouped_conv::slot_len(g),
         (ConvAlgo::Direct, _) => super::direct_conv::scratch_len(g, 1),
+        (ConvAlgo::Unfolded, _) => super::unfolded_conv::scratch_len(g, 1),
         (ConvAlgo::Pointwise, ConvGemm::Crate(_)) => 0,
         _ => packed_b_len(kg, column_block(g)),
     }
@@ -681,6 +715,9 @@ fn slot_len(g: &ConvGeometry, w: &PackedConvWeights) -> usize {
 pub fn conv_scratch_len(geom: &ConvGeometry, weights: &PackedConvWeights, threads: usize) -> usize {
     if weights.algo == ConvAlgo::Direct {
         return super::direct_conv::scratch_len(geom, threads);
+    }
+    if weights.algo == ConvAlgo::Unfolded {
+        return super::unfolded_conv::scratch_len(geom, threads);
     }
     if weights.algo == ConvAlgo::PointwiseChannels {
         // One shared packed input plus running totals per worker.
@@ -769,6 +806,17 @@ pub fn conv(
             scratch,
         ),
         ConvAlgo::Direct => super::direct_conv::direct_conv(
+            simd_level(),
+            geom,
+            input,
+            &weights.raw,
+            &weights.bias,
+            residual,
+            act,
+            output,
+            scratch,
+        ),
+        ConvAlgo::Unfolded => super::unfolded_conv::unfolded_conv(
             simd_level(),
             geom,
             input,

@@ -25,6 +25,7 @@ pub mod pointwise_channels;
 pub mod pointwise_conv;
 pub mod pool;
 mod pool2d;
+pub mod unfolded_conv;
 pub mod vec_mat;
 pub mod winograd;
 
