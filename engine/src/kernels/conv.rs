@@ -36,8 +36,8 @@
 //! - [`ConvAlgo::Unfolded`] (group 1, kernel larger than 1×1, at most 64 output positions,
 //!   where neither the direct kernel nor Winograd was chosen: ResNet-50's 3×3/2 to 7×7,
 //!   Inception-v3's 8×8 layers): one image's im2col matrix, then the 1×1 kernels on it
-//!   ([`super::unfolded_conv`]). `ENGINE_CONV_ALGO` (any value) or
-//!   `ENGINE_UNFOLDED_CONV=off` turn it off.
+//!   ([`super::unfolded_conv`]). `ENGINE_CONV_ALGO=unfolded` forces it wherever it applies;
+//!   any other value of it, or `ENGINE_UNFOLDED_CONV=off`, turns it off.
 //! - [`ConvAlgo::Im2col`] (everything else): im2col of a block of output columns into
 //!   scratch, then GEMM. Blocking over columns keeps scratch to a few hundred KiB per thread.
 //! - [`ConvAlgo::Winograd`] (2-D 3×3, stride 1, dilation 1, group 1, at least
@@ -354,7 +354,7 @@ impl PackedConvWeights {
         // (0.98–1.0×) and the 32-channel 147×147 convs are still slower (1.17–1.27×).
         let algo_env = std::env::var("ENGINE_CONV_ALGO").ok();
         let wino = match algo_env.as_deref() {
-            Some("im2col") | Some("direct") => None,
+            Some("im2col" | "direct" | "unfolded") => None,
             Some("winograd") | Some("winograd2") => Some(WinogradTile::F2),
             Some("winograd4") => Some(WinogradTile::F4),
             _ => (geom.cin_per_group() >= WINOGRAD_MIN_IN_CHANNELS
@@ -367,7 +367,7 @@ impl PackedConvWeights {
         // (`direct_conv::worth_it`); `ENGINE_CONV_ALGO=im2col` turns it off, `direct` forces it
         // wherever it applies, Winograd included.
         let direct = match algo_env.as_deref() {
-            Some("im2col" | "winograd" | "winograd2" | "winograd4") => false,
+            Some("im2col" | "winograd" | "winograd2" | "winograd4" | "unfolded") => false,
             Some("direct") => super::direct_conv::applies(geom),
             // `ENGINE_DIRECT_CONV=off` keeps the rest of the default choice (A/B runs).
             _ if std::env::var("ENGINE_DIRECT_CONV").is_ok_and(|v| v == "off") => false,
@@ -377,10 +377,16 @@ impl PackedConvWeights {
             return PackedConvWeights::with_direct(geom, weights, bias);
         }
         // Small maps the direct kernel and Winograd left to im2col: the 1×1 kernels on the
-        // image's im2col matrix (`ENGINE_UNFOLDED_CONV=off` keeps them on im2col, for A/B runs).
-        let unfolded = algo_env.is_none()
-            && !std::env::var("ENGINE_UNFOLDED_CONV").is_ok_and(|v| v == "off")
-            && super::unfolded_conv::worth_it(geom);
+        // image's im2col matrix (`ENGINE_UNFOLDED_CONV=off` keeps them on im2col, for A/B runs;
+        // `ENGINE_CONV_ALGO=unfolded` forces it wherever it applies).
+        let unfolded = match algo_env.as_deref() {
+            None => {
+                !std::env::var("ENGINE_UNFOLDED_CONV").is_ok_and(|v| v == "off")
+                    && super::unfolded_conv::worth_it(geom)
+            }
+            Some("unfolded") => super::unfolded_conv::applies(geom),
+            Some(_) => false,
+        };
         if wino.is_none() && unfolded {
             return PackedConvWeights::with_unfolded(geom, weights, bias);
         }
