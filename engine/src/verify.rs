@@ -250,7 +250,11 @@ pub fn verify(model: &Model, options: &VerifyOptions) -> Result<VerifyReport> {
                 let b = p.bytes as u64;
                 let note = p
                     .in_place_of
-                    .map(|v| format!("in place of {}", exec.value(v).name));
+                    .map(|v| format!("in place of {}", exec.value(v).name))
+                    .or_else(|| {
+                        p.part_of
+                            .map(|v| format!("written inside Concat output {}", exec.value(v).name))
+                    });
                 if b == analytic {
                     (b.to_string(), Status::Match, note)
                 } else {

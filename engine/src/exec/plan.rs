@@ -32,6 +32,9 @@ pub struct PlannedValue {
     pub last: usize,
     /// Set when this value reuses the buffer of an input that dies at the producing step.
     pub in_place_of: Option<ValueId>,
+    /// Set when this value is written straight into its slice of a Concat's output (that
+    /// output's value): the Concat then copies nothing for it.
+    pub part_of: Option<ValueId>,
 }
 
 /// The memory plan of a bound graph.
@@ -88,9 +91,10 @@ impl MemoryPlan {
         Ok(())
     }
 
-    /// The value whose buffer `id` ultimately reuses (itself when not in place).
+    /// The value whose buffer `id` ultimately lies in (itself when not in place and not part
+    /// of a Concat's output).
     fn root(&self, mut id: ValueId) -> ValueId {
-        while let Some(p) = self.get(id).and_then(|v| v.in_place_of) {
+        while let Some(p) = self.get(id).and_then(|v| v.in_place_of.or(v.part_of)) {
             id = p;
         }
         id
@@ -162,6 +166,7 @@ pub fn plan(graph: &Graph, in_place: bool) -> Result<MemoryPlan> {
             first,
             last: first,
             in_place_of: None,
+            part_of: None,
         });
         Ok(())
     };
@@ -248,6 +253,70 @@ pub fn plan(graph: &Graph, in_place: bool) -> Result<MemoryPlan> {
         }
     }
 
+    // Concat inputs written in place: a buffer whose values all end at a Concat that reads
+    // its last value once becomes the slice of the Concat's output buffer (`parent`, at a byte
+    // offset), which is then reserved from that buffer's first step. The producers write
+    // their results where the Concat would have copied them (Inception's 11 Concats copied
+    // ~1 MiB each).
+    let mut parent: Vec<Option<(usize, usize)>> = vec![None; buffers.len()];
+    if in_place {
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let Op::Concat { axis } = node.op else {
+                continue;
+            };
+            let Some(&out) = node.outputs.first() else {
+                continue;
+            };
+            let Some(&ko) = index.get(&out) else { continue };
+            let Some(shape) = graph.value(out).fixed_shape() else {
+                continue;
+            };
+            let rank = shape.len() as i64;
+            let ax = if axis < 0 { axis + rank } else { axis };
+            // Only when each input is one contiguous run of the output (nothing outside the
+            // axis before it, e.g. batch 1 along channels).
+            if ax < 0 || ax >= rank || shape[..ax as usize].iter().any(|&d| d != 1) {
+                continue;
+            }
+            let bout = group[ko];
+            let mut offset = 0usize;
+            for id in node.inputs.iter().flatten() {
+                let Some(&k) = index.get(id) else { break };
+                let b = group[k];
+                let once = node.inputs.iter().flatten().filter(|&x| x == id).count() == 1;
+                let ok = once
+                    && offset.is_multiple_of(ALIGN)
+                    && b != bout
+                    && parent[b].is_none()
+                    && !is_output[id.0]
+                    && !graph.inputs.contains(id)
+                    && values[k].last == i
+                    && buffers[b].2 == i
+                    && buffers[b].0 == values[k].bytes;
+                if ok {
+                    parent[b] = Some((bout, offset));
+                    buffers[bout].1 = buffers[bout].1.min(buffers[b].1);
+                }
+                offset = offset.saturating_add(values[k].bytes);
+            }
+        }
+        for (b, p) in parent.iter().enumerate() {
+            if p.is_some() {
+                buffers[b].0 = 0;
+            }
+        }
+        // A Concat output that is itself part of a later Concat's output: reserve that one
+        // from the earliest first step of everything inside it.
+        for b in 0..buffers.len() {
+            let first = buffers[b].1;
+            let mut up = parent[b];
+            while let Some((p, _)) = up {
+                buffers[p].1 = buffers[p].1.min(first);
+                up = parent[p];
+            }
+        }
+    }
+
     // Greedy by size: biggest buffers first, each at the lowest offset free during its range.
     let mut order: Vec<usize> = (0..buffers.len()).collect();
     order.sort_by(|&a, &b| {
@@ -278,8 +347,32 @@ pub fn plan(graph: &Graph, in_place: bool) -> Result<MemoryPlan> {
         arena_bytes = arena_bytes.max(offset + align_up(bytes));
         placed.push(b);
     }
+    // Buffers inside a Concat's output take their slice of it.
+    let place = |mut b: usize| {
+        let mut at = 0;
+        while let Some((p, off)) = parent[b] {
+            at += off;
+            b = p;
+        }
+        offsets[b] + at
+    };
+    let roots: Vec<usize> = (0..buffers.len()).map(place).collect();
     for (k, v) in values.iter_mut().enumerate() {
-        v.offset = offsets[group[k]];
+        v.offset = roots[group[k]];
+    }
+    // Each buffer's last value names the Concat output it lies in (for `validate`, `verify`).
+    let out_of_concat = |b: usize| -> Option<ValueId> {
+        let (p, _) = parent[b]?;
+        (0..values.len())
+            .rev()
+            .find(|&k| group[k] == p)
+            .map(|k| values[k].value)
+    };
+    let part_of: Vec<Option<ValueId>> = (0..buffers.len()).map(out_of_concat).collect();
+    for (k, v) in values.iter_mut().enumerate() {
+        if v.in_place_of.is_none() {
+            v.part_of = part_of[group[k]];
+        }
     }
 
     let mut live_bytes_during = vec![0usize; n];

@@ -89,9 +89,11 @@ pub enum Kind {
     /// Same data, new shape (Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout).
     Copy,
     /// Concatenation: `outer` blocks, each made of every input's `inner_len` run in order.
+    /// Parts planned inside the output (`None`: the producer already wrote them there) are
+    /// skipped.
     Concat {
         outer: usize,
-        parts: Vec<(Span, usize)>,
+        parts: Vec<(Option<Span>, usize)>,
     },
 }
 
@@ -310,10 +312,12 @@ impl Step {
                 let total: usize = parts.iter().map(|p| p.1).sum();
                 let mut offset = 0;
                 for &(s, inner) in parts {
-                    let x = src(s)?;
-                    for o in 0..*outer {
-                        dst[o * total + offset..o * total + offset + inner]
-                            .copy_from_slice(&x[o * inner..(o + 1) * inner]);
+                    if let Some(s) = s {
+                        let x = src(s)?;
+                        for o in 0..*outer {
+                            dst[o * total + offset..o * total + offset + inner]
+                                .copy_from_slice(&x[o * inner..(o + 1) * inner]);
+                        }
                     }
                     offset += inner;
                 }
@@ -758,14 +762,19 @@ pub fn prepare(cx: &Ctx, node: &Node) -> Result<Option<Step>, KernelError> {
             let ax = ax as usize;
             let outer: usize = out_shape[..ax].iter().product();
             let mut parts = Vec::new();
+            let mut at = output.start;
             for id in &node.inputs {
                 let (Some(s), Some(sh)) = (cx.span(*id), id.and_then(|i| cx.shape(i))) else {
                     return Ok(None);
                 };
-                if s.start < output.end() && output.start < s.end() {
+                let inner = sh[ax..].iter().product::<usize>();
+                // The memory plan put this part where the Concat would copy it.
+                let planned_inside = outer == 1 && s.start == at && s.len == inner;
+                if !planned_inside && s.start < output.end() && output.start < s.end() {
                     return Ok(None);
                 }
-                parts.push((s, sh[ax..].iter().product::<usize>()));
+                parts.push(((!planned_inside).then_some(s), inner));
+                at += inner;
             }
             if outer * parts.iter().map(|p| p.1).sum::<usize>() != output.len {
                 return Ok(None);
