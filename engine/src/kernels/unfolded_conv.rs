@@ -39,7 +39,7 @@ pub fn applies(g: &ConvGeometry) -> bool {
 }
 
 /// Whether this path should be the default for `g` (where the direct kernel and Winograd were
-/// not chosen): it [`applies`] and the output plane has at most [`MAX_PLANE`] positions.
+/// not chosen): it [`applies`] and the output plane has at most `MAX_PLANE` (64) positions.
 pub fn worth_it(g: &ConvGeometry) -> bool {
     applies(g) && g.out_plane() <= MAX_PLANE
 }
