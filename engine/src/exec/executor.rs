@@ -88,8 +88,9 @@ pub fn resolve_threads(threads: usize) -> usize {
 
 /// Upper bound of the bytes [`CpuExecutor::new`] allocates besides the arena: a packed copy of
 /// every conv and Gemm/MatMul weight, and conv scratch (one im2col block per thread, sized
-/// like the conv kernel's blocks: at most max(64 Ki, 64·K) floats). Sessions check it against
-/// the memory limit before anything is allocated.
+/// like the conv kernel's blocks: at most max(64 Ki, 64·K) floats, plus one image's whole
+/// im2col matrix for convs on small maps, `kernels::unfolded_conv`). Sessions check it
+/// against the memory limit before anything is allocated.
 pub fn estimated_extra_bytes(graph: &Graph, threads: usize) -> u64 {
     let mut packed = 0u64;
     let mut scratch = 0u64;
@@ -104,7 +105,18 @@ pub fn estimated_extra_bytes(graph: &Graph, threads: usize) -> u64 {
                 let k = w
                     .and_then(|id| graph.value(id).fixed_shape())
                     .map_or(0, |s| s[1..].iter().product::<usize>());
-                scratch = scratch.max(threads as u64 * 4 * (65536u64).max(64 * k as u64));
+                let plane = node
+                    .outputs
+                    .first()
+                    .and_then(|&o| graph.value(o).fixed_shape())
+                    .map_or(0, |s| s.iter().skip(2).product::<usize>());
+                let cols = if plane <= 64 {
+                    (k * plane).min(crate::kernels::unfolded_conv::MAX_COLS)
+                } else {
+                    0
+                };
+                let blocks = threads as u64 * (65536u64).max(64 * k as u64);
+                scratch = scratch.max(4 * (cols as u64 + blocks));
             }
             Op::Gemm { .. } | Op::MatMul => packed += 2 * w_bytes,
             _ => {}

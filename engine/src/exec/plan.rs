@@ -258,7 +258,8 @@ pub fn plan(graph: &Graph, in_place: bool) -> Result<MemoryPlan> {
     // offset), which is then reserved from that buffer's first step. The producers write
     // their results where the Concat would have copied them (Inception's 11 Concats copied
     // ~1 MiB each).
-    let mut parent: Vec<Option<(usize, usize)>> = vec![None; buffers.len()];
+    // Per buffer: (the Concat output's buffer, byte offset in it, the Concat output value).
+    let mut parent: Vec<Option<(usize, usize, ValueId)>> = vec![None; buffers.len()];
     if in_place {
         for (i, node) in graph.nodes.iter().enumerate() {
             let Op::Concat { axis } = node.op else {
@@ -294,7 +295,9 @@ pub fn plan(graph: &Graph, in_place: bool) -> Result<MemoryPlan> {
                     && buffers[b].2 == i
                     && buffers[b].0 == values[k].bytes;
                 if ok {
-                    parent[b] = Some((bout, offset));
+                    // Nodes run in order, so a nested Concat's output already spans its own
+                    // parts when it becomes a part here.
+                    parent[b] = Some((bout, offset, out));
                     buffers[bout].1 = buffers[bout].1.min(buffers[b].1);
                 }
                 offset = offset.saturating_add(values[k].bytes);
@@ -303,16 +306,6 @@ pub fn plan(graph: &Graph, in_place: bool) -> Result<MemoryPlan> {
         for (b, p) in parent.iter().enumerate() {
             if p.is_some() {
                 buffers[b].0 = 0;
-            }
-        }
-        // A Concat output that is itself part of a later Concat's output: reserve that one
-        // from the earliest first step of everything inside it.
-        for b in 0..buffers.len() {
-            let first = buffers[b].1;
-            let mut up = parent[b];
-            while let Some((p, _)) = up {
-                buffers[p].1 = buffers[p].1.min(first);
-                up = parent[p];
             }
         }
     }
@@ -350,28 +343,19 @@ pub fn plan(graph: &Graph, in_place: bool) -> Result<MemoryPlan> {
     // Buffers inside a Concat's output take their slice of it.
     let place = |mut b: usize| {
         let mut at = 0;
-        while let Some((p, off)) = parent[b] {
+        while let Some((p, off, _)) = parent[b] {
             at += off;
             b = p;
         }
         offsets[b] + at
     };
-    let roots: Vec<usize> = (0..buffers.len()).map(place).collect();
     for (k, v) in values.iter_mut().enumerate() {
-        v.offset = roots[group[k]];
-    }
-    // Each buffer's last value names the Concat output it lies in (for `validate`, `verify`).
-    let out_of_concat = |b: usize| -> Option<ValueId> {
-        let (p, _) = parent[b]?;
-        (0..values.len())
-            .rev()
-            .find(|&k| group[k] == p)
-            .map(|k| values[k].value)
-    };
-    let part_of: Vec<Option<ValueId>> = (0..buffers.len()).map(out_of_concat).collect();
-    for (k, v) in values.iter_mut().enumerate() {
+        let b = group[k];
+        v.offset = place(b);
+        // The first value of a buffer names the Concat output it lies in (`validate` and
+        // `verify` follow it); the rest are in place of that one.
         if v.in_place_of.is_none() {
-            v.part_of = part_of[group[k]];
+            v.part_of = parent[b].map(|(_, _, out)| out);
         }
     }
 

@@ -150,18 +150,7 @@ mod tests {
     use super::*;
     use crate::kernels::conv::{conv, conv_scratch_len, ConvAlgo, ConvGemm, PackedConvWeights};
     use crate::kernels::gemm::GemmBackend;
-
-    fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
+    use crate::kernels::test_util::{rand_vec, with_threads};
 
     /// (batch, cin, side, cout, kernel, stride, pad): Inception's 3×1 / 1×3 at 8×8 (scaled
     /// down), ResNet's 3×3/2 to 7×7 (the channel-wide tile), a 5×5 with a ragged plane.
@@ -213,14 +202,12 @@ mod tests {
             assert_eq!(p.algo(), ConvAlgo::Unfolded);
             let mut first: Option<Vec<f32>> = None;
             for threads in [1, 2, 3] {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .expect("pool");
                 let mut out = vec![f32::NAN; g.output_len()];
                 let mut s = vec![0.0; conv_scratch_len(&g, &p, threads)];
-                pool.install(|| conv(&g, &x, &p, Some(&res), Activation::Relu, &mut out, &mut s))
-                    .expect("conv");
+                with_threads(threads, || {
+                    conv(&g, &x, &p, Some(&res), Activation::Relu, &mut out, &mut s)
+                })
+                .expect("conv");
                 let k = (cin * kernel[0] * kernel[1]) as f32;
                 for (i, (a, r)) in out.iter().zip(&reference).enumerate() {
                     assert!(
