@@ -132,6 +132,14 @@ fn bench_convs(c: &mut Criterion) {
                 PackedConvWeights::with_direct(&g, &w, Some(&bias)).expect("pack"),
             ));
         }
+        // The 1×1 kernels over one image's im2col matrix (the default on maps of at most 64
+        // outputs that the direct kernel and Winograd leave to im2col: the 3×3/2 to 7×7).
+        if engine::kernels::unfolded_conv::applies(&g) {
+            packs.push((
+                "unfolded",
+                PackedConvWeights::with_unfolded(&g, &w, Some(&bias)).expect("pack"),
+            ));
+        }
         // The engine's 1×1 kernel (the default for 1×1 convs, strided ones included).
         if engine::kernels::pointwise_conv::applies(&g) {
             packs.push((
