@@ -504,6 +504,7 @@ pub fn direct_conv(
                             a,
                             x,
                             tile,
+                            rows,
                             first,
                             pf,
                             finish,
@@ -726,6 +727,7 @@ fn compute_tile(
     panel: &[f32],
     x: &[f32],
     tile: &mut [[f32; NR]; MR],
+    rows: usize,
     first: bool,
     prefetch_rows: &[usize],
     finish: Option<RowStore<'_>>,
@@ -735,22 +737,18 @@ fn compute_tile(
     assert!(cc >= 1 && x.len() >= reach && panel.len() >= cc * taps.len() * MR);
     #[cfg(target_arch = "x86_64")]
     if level >= SimdLevel::Avx2 {
+        // A block's last panel may hold fewer than MR channels (cout 32 = 5·6 + 2): its tile
+        // sums only the rows it stores, in registers of its own height.
+        let tile_fn: avx2::TileFn = match rows {
+            0..=2 => avx2::tile_rows::<2, 3>,
+            3..=4 => avx2::tile_rows::<4, 1>,
+            _ => avx2::tile_rows::<MR, 1>,
+        };
+        let (a, xp, fin) = (panel.as_ptr(), x.as_ptr(), finish.as_ref());
         // SAFETY: AVX2+FMA present (the level never exceeds the detected one); the assert above
         // bounds every read: channel c's taps read x[c·plane + off .. + NR] ≤ reach, and the
         // panel holds cc·taps·MR floats.
-        unsafe {
-            avx2::tile_6x16(
-                cc,
-                plane,
-                taps,
-                panel.as_ptr(),
-                x.as_ptr(),
-                tile,
-                first,
-                prefetch_rows,
-                finish.as_ref(),
-            )
-        };
+        unsafe { tile_fn(cc, plane, taps, a, xp, tile, first, prefetch_rows, fin) };
         return;
     }
     let _ = level;
@@ -939,7 +937,22 @@ mod avx2 {
     use super::{RowStore, MR, NR};
     use std::arch::x86_64::*;
 
-    /// The 6×16 register tile: 12 accumulators, two input vectors and one broadcast weight.
+    /// [`tile_rows`] for some row count.
+    pub type TileFn = unsafe fn(
+        usize,
+        usize,
+        &[usize],
+        *const f32,
+        *const f32,
+        &mut [[f32; NR]; MR],
+        bool,
+        &[usize],
+        Option<&RowStore<'_>>,
+    );
+
+    /// The `R`×16 register tile (`R` ≤ [`MR`] output channels; 6 uses 12 accumulators, two
+    /// input vectors and one broadcast weight), summing taps into `S` sets of accumulators. Rows `R..` of `tile` are left untouched, and
+    /// `finish` stores at most `R` rows.
     ///
     /// # Safety
     /// Requires AVX2 and FMA. `a` holds `cin·taps.len()·MR` floats (`cin` = the chunk's channels); for every channel `c < cin`
@@ -947,7 +960,7 @@ mod avx2 {
     /// writable as [`RowStore::new`] requires.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn tile_6x16(
+    pub unsafe fn tile_rows<const R: usize, const S: usize>(
         cin: usize,
         plane: usize,
         taps: &[usize],
@@ -958,8 +971,21 @@ mod avx2 {
         prefetch_rows: &[usize],
         finish: Option<&RowStore<'_>>,
     ) {
-        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        // Independent accumulator sets, taps dealt round-robin: a 2-row tile has only four
+        // accumulators, and one FMA chain per accumulator waits out the FMA latency (5
+        // cycles) at every tap; three sets keep twelve chains in flight, as the 6-row tile.
+        let mut sets = [[[_mm256_setzero_ps(); 2]; R]; S];
         let mut a = a;
+        #[inline(always)]
+        unsafe fn step<const R: usize>(acc: &mut [[__m256; 2]; R], p: *const f32, a: *const f32) {
+            let x0 = _mm256_loadu_ps(p);
+            let x1 = _mm256_loadu_ps(p.add(8));
+            for (r, accr) in acc.iter_mut().enumerate() {
+                let w = _mm256_broadcast_ss(&*a.add(r));
+                accr[0] = _mm256_fmadd_ps(w, x0, accr[0]);
+                accr[1] = _mm256_fmadd_ps(w, x1, accr[1]);
+            }
+        }
         for c in 0..cin {
             let xc = x.add(c * plane);
             // The next tile's input (16 positions on) is new to L1 in most rows: fetch it while
@@ -969,16 +995,23 @@ mod avx2 {
                 _mm_prefetch::<_MM_HINT_T0>(p);
                 _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
             }
-            for &off in taps {
-                let p = xc.add(off);
-                let x0 = _mm256_loadu_ps(p);
-                let x1 = _mm256_loadu_ps(p.add(8));
-                for (r, accr) in acc.iter_mut().enumerate() {
-                    let w = _mm256_broadcast_ss(&*a.add(r));
-                    accr[0] = _mm256_fmadd_ps(w, x0, accr[0]);
-                    accr[1] = _mm256_fmadd_ps(w, x1, accr[1]);
+            let mut groups = taps.chunks_exact(S);
+            for group in &mut groups {
+                for (set, &off) in sets.iter_mut().zip(group) {
+                    step::<R>(set, xc.add(off), a);
+                    a = a.add(MR);
                 }
+            }
+            for &off in groups.remainder() {
+                step::<R>(&mut sets[0], xc.add(off), a);
                 a = a.add(MR);
+            }
+        }
+        let mut acc = sets[0];
+        for set in &sets[1..] {
+            for (accr, sr) in acc.iter_mut().zip(set) {
+                accr[0] = _mm256_add_ps(accr[0], sr[0]);
+                accr[1] = _mm256_add_ps(accr[1], sr[1]);
             }
         }
         // The chunk's sum is added to the earlier chunks' (not accumulated on top of them):

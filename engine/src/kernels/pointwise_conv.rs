@@ -613,19 +613,25 @@ pub(crate) mod avx2 {
     }
 
     /// `n` steps of the register tile: `V` vectors of 8 positions (2, or 1 for a narrow tail)
-    /// times [`MR`] broadcast weights, from a fresh zero.
+    /// times `R` broadcast weights (the panel's live rows; rows `R..` of the result are zero),
+    /// from a fresh zero. The steps are dealt round-robin to `S` sets of accumulators, added at
+    /// the end: a 2-row tile has only four accumulators, and one FMA chain each would wait out
+    /// the FMA latency at every step.
     ///
     /// # Safety
     /// Requires AVX2 and FMA; `a` holds `n·MR` floats and `x` `n·NR`.
     #[inline(always)]
-    unsafe fn slice_sums<const V: usize>(
+    unsafe fn slice_sums<const V: usize, const R: usize, const S: usize>(
         n: usize,
         a: *const f32,
         x: *const f32,
     ) -> [[__m256; 2]; MR] {
-        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-        let (mut a, mut x) = (a, x);
-        for _ in 0..n {
+        #[inline(always)]
+        unsafe fn step<const V: usize, const R: usize>(
+            acc: &mut [[__m256; 2]; R],
+            a: *const f32,
+            x: *const f32,
+        ) {
             let x0 = _mm256_loadu_ps(x);
             let x1 = if V == 2 {
                 _mm256_loadu_ps(x.add(8))
@@ -639,8 +645,28 @@ pub(crate) mod avx2 {
                     accr[1] = _mm256_fmadd_ps(w, x1, accr[1]);
                 }
             }
+        }
+        let mut sets = [[[_mm256_setzero_ps(); 2]; R]; S];
+        let (mut a, mut x) = (a, x);
+        for _ in 0..n / S {
+            for set in sets.iter_mut() {
+                step::<V, R>(set, a, x);
+                a = a.add(MR);
+                x = x.add(NR);
+            }
+        }
+        for _ in 0..n % S {
+            step::<V, R>(&mut sets[0], a, x);
             a = a.add(MR);
             x = x.add(NR);
+        }
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        for (r, accr) in acc.iter_mut().take(R).enumerate() {
+            *accr = sets[0][r];
+            for set in &sets[1..] {
+                accr[0] = _mm256_add_ps(accr[0], set[r][0]);
+                accr[1] = _mm256_add_ps(accr[1], set[r][1]);
+            }
         }
         acc
     }
@@ -675,20 +701,40 @@ pub(crate) mod avx2 {
                 _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(60));
             }
         }
-        let acc = if depth <= slice {
-            // One slice (K ≤ 128, or one pass of a longer K): no running total.
-            if t.width > 8 {
-                slice_sums::<2>(depth, a, x)
-            } else {
-                slice_sums::<1>(depth, a, x)
-            }
-        } else {
-            sliced_sums(depth, slice, a, x, t.width)
+        // A last panel of fewer than MR channels (64 = 10·6 + 4) computes only its rows.
+        let acc = match t.rows {
+            0..=2 => sums::<2, 3>(depth, slice, a, x, t.width),
+            3..=4 => sums::<4, 1>(depth, slice, a, x, t.width),
+            _ => sums::<MR, 1>(depth, slice, a, x, t.width),
         };
         if t.rows == MR && t.width == NR {
             store_full(acc, c, t);
         } else {
             store_masked(acc, c, t);
+        }
+    }
+
+    /// The tile's sums over `depth` channels in slices of `slice`, for `R` live rows.
+    ///
+    /// # Safety
+    /// As [`tile_6x16`].
+    #[inline(always)]
+    unsafe fn sums<const R: usize, const S: usize>(
+        depth: usize,
+        slice: usize,
+        a: *const f32,
+        x: *const f32,
+        width: usize,
+    ) -> [[__m256; 2]; MR] {
+        if depth <= slice {
+            // One slice (K ≤ 128, or one pass of a longer K): no running total.
+            if width > 8 {
+                slice_sums::<2, R, S>(depth, a, x)
+            } else {
+                slice_sums::<1, R, S>(depth, a, x)
+            }
+        } else {
+            sliced_sums::<R, S>(depth, slice, a, x, width)
         }
     }
 
@@ -700,7 +746,7 @@ pub(crate) mod avx2 {
     /// # Safety
     /// As [`tile_6x16`].
     #[inline(always)]
-    unsafe fn sliced_sums(
+    unsafe fn sliced_sums<const R: usize, const S: usize>(
         depth: usize,
         slice: usize,
         a: *const f32,
@@ -714,10 +760,10 @@ pub(crate) mod avx2 {
         loop {
             let n = slice.min(depth - done);
             let mut acc = if width > 8 {
-                slice_sums::<2>(n, a, x)
+                slice_sums::<2, R, S>(n, a, x)
             } else {
                 // A tail of at most 8 positions (7×7 maps: 49 = 3·16 + 1): half the work.
-                slice_sums::<1>(n, a, x)
+                slice_sums::<1, R, S>(n, a, x)
             };
             a = a.add(n * MR);
             x = x.add(n * NR);
