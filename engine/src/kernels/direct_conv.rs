@@ -578,6 +578,12 @@ fn pad_image(l: &Layout, img: &[f32], padded: &mut [f32]) {
                 continue;
             }
             let (a, b) = (phase / l.sw, phase % l.sw);
+            // Phase column x holds padded column x·sw + b, i.e. input column x·sw + b − pl:
+            // inside the image for x in x0..x1. The same for every row (computed per row,
+            // these divisions took a tenth of a 128-channel 3×3/2 conv's time).
+            let x0 = pl.saturating_sub(b).div_ceil(l.sw).min(l.ws);
+            let x1 = (pl + l.w).saturating_sub(b).div_ceil(l.sw).clamp(x0, l.ws);
+            let first = (x0 * l.sw + b).saturating_sub(pl);
             for (y, row) in plane.chunks_exact_mut(l.ws).enumerate() {
                 // Padded row y·sh + a is input row y·sh + a − pt when inside the image.
                 let Some(sy) = (y * l.sh + a).checked_sub(pt).filter(|&sy| sy < l.h) else {
@@ -602,13 +608,8 @@ fn pad_image(l: &Layout, img: &[f32], padded: &mut [f32]) {
                     row[pl..pl + l.w].copy_from_slice(srow);
                     row[pl + l.w..].fill(0.0);
                 } else {
-                    // Phase column x holds padded column x·sw + b, i.e. input column
-                    // x·sw + b − pl: inside the image for x in x0..x1.
-                    let x0 = pl.saturating_sub(b).div_ceil(l.sw).min(l.ws);
-                    let x1 = (pl + l.w).saturating_sub(b).div_ceil(l.sw).clamp(x0, l.ws);
                     row[..x0].fill(0.0);
-                    let first = x0 * l.sw + b - pl;
-                    gather_every(l.sw, &mut row[x0..x1], &srow[first..]);
+                    gather_every(l.sw, &mut row[x0..x1], &srow[first.min(l.w)..]);
                     row[x1..].fill(0.0);
                 }
             }
@@ -630,8 +631,32 @@ fn gather_every(step: usize, dst: &mut [f32], src: &[f32]) {
             *d = s[0];
         }
     }
+    /// Step 2 (every stride-2 conv's phase split), four outputs per SSE shuffle: the scalar
+    /// loop took a tenth of a 128-channel 3×3/2 conv's time.
+    fn every_second(dst: &mut [f32], src: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        let done = {
+            use std::arch::x86_64::{_mm_loadu_ps, _mm_shuffle_ps, _mm_storeu_ps};
+            let groups = (dst.len() / 4).min(src.len() / 8);
+            for (d, s) in dst
+                .chunks_exact_mut(4)
+                .zip(src.chunks_exact(8))
+                .take(groups)
+            {
+                // SAFETY: SSE is part of x86_64; `s` holds 8 floats and `d` 4.
+                unsafe {
+                    let (lo, hi) = (_mm_loadu_ps(s.as_ptr()), _mm_loadu_ps(s.as_ptr().add(4)));
+                    _mm_storeu_ps(d.as_mut_ptr(), _mm_shuffle_ps::<0b10_00_10_00>(lo, hi));
+                }
+            }
+            groups * 4
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let done = 0;
+        fixed::<2>(&mut dst[done..], &src[2 * done..]);
+    }
     match step {
-        2 => fixed::<2>(dst, src),
+        2 => every_second(dst, src),
         3 => fixed::<3>(dst, src),
         4 => fixed::<4>(dst, src),
         _ => {
