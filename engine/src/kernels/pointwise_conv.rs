@@ -701,11 +701,16 @@ pub(crate) mod avx2 {
                 _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(60));
             }
         }
-        // A last panel of fewer than MR channels (64 = 10·6 + 4) computes only its rows.
-        let acc = match t.rows {
-            0..=2 => sums::<2, 3>(depth, slice, a, x, t.width),
-            3..=4 => sums::<4, 1>(depth, slice, a, x, t.width),
-            _ => sums::<MR, 1>(depth, slice, a, x, t.width),
+        // A last panel of fewer than MR channels (64 = 10·6 + 4) computes only its rows, and a
+        // tail of at most 8 positions one vector per row; either way in enough accumulator
+        // sets to keep about twelve FMA chains in flight.
+        let acc = match (t.rows, t.width > 8) {
+            (0..=2, true) => sums::<2, 2, 3>(depth, slice, a, x),
+            (0..=2, false) => sums::<1, 2, 6>(depth, slice, a, x),
+            (3..=4, true) => sums::<2, 4, 1>(depth, slice, a, x),
+            (3..=4, false) => sums::<1, 4, 3>(depth, slice, a, x),
+            (_, true) => sums::<2, MR, 1>(depth, slice, a, x),
+            (_, false) => sums::<1, MR, 2>(depth, slice, a, x),
         };
         if t.rows == MR && t.width == NR {
             store_full(acc, c, t);
@@ -714,27 +719,23 @@ pub(crate) mod avx2 {
         }
     }
 
-    /// The tile's sums over `depth` channels in slices of `slice`, for `R` live rows.
+    /// The tile's sums over `depth` channels in slices of `slice`: `V` vectors of positions
+    /// (1 for a tail of at most 8) × `R` live rows, in `S` accumulator sets.
     ///
     /// # Safety
     /// As [`tile_6x16`].
     #[inline(always)]
-    unsafe fn sums<const R: usize, const S: usize>(
+    unsafe fn sums<const V: usize, const R: usize, const S: usize>(
         depth: usize,
         slice: usize,
         a: *const f32,
         x: *const f32,
-        width: usize,
     ) -> [[__m256; 2]; MR] {
         if depth <= slice {
             // One slice (K ≤ 128, or one pass of a longer K): no running total.
-            if width > 8 {
-                slice_sums::<2, R, S>(depth, a, x)
-            } else {
-                slice_sums::<1, R, S>(depth, a, x)
-            }
+            slice_sums::<V, R, S>(depth, a, x)
         } else {
-            sliced_sums::<R, S>(depth, slice, a, x, width)
+            sliced_sums::<V, R, S>(depth, slice, a, x)
         }
     }
 
@@ -746,12 +747,11 @@ pub(crate) mod avx2 {
     /// # Safety
     /// As [`tile_6x16`].
     #[inline(always)]
-    unsafe fn sliced_sums<const R: usize, const S: usize>(
+    unsafe fn sliced_sums<const V: usize, const R: usize, const S: usize>(
         depth: usize,
         slice: usize,
         a: *const f32,
         x: *const f32,
-        width: usize,
     ) -> [[__m256; 2]; MR] {
         let (mut a, mut x) = (a, x);
         let mut total = [0.0f32; MR * NR];
@@ -759,17 +759,12 @@ pub(crate) mod avx2 {
         let mut done = 0;
         loop {
             let n = slice.min(depth - done);
-            let mut acc = if width > 8 {
-                slice_sums::<2, R, S>(n, a, x)
-            } else {
-                // A tail of at most 8 positions (7×7 maps: 49 = 3·16 + 1): half the work.
-                slice_sums::<1, R, S>(n, a, x)
-            };
+            let mut acc = slice_sums::<V, R, S>(n, a, x);
             a = a.add(n * MR);
             x = x.add(n * NR);
             if done > 0 {
-                for (r, ar) in acc.iter_mut().enumerate() {
-                    for (v, av) in ar.iter_mut().enumerate() {
+                for (r, ar) in acc.iter_mut().enumerate().take(R) {
+                    for (v, av) in ar.iter_mut().enumerate().take(V) {
                         *av = _mm256_add_ps(_mm256_loadu_ps(tp.add(r * NR + 8 * v)), *av);
                     }
                 }
@@ -778,8 +773,8 @@ pub(crate) mod avx2 {
             if done >= depth {
                 return acc;
             }
-            for (r, ar) in acc.iter().enumerate() {
-                for (v, av) in ar.iter().enumerate() {
+            for (r, ar) in acc.iter().enumerate().take(R) {
+                for (v, av) in ar.iter().enumerate().take(V) {
                     _mm256_storeu_ps(tp.add(r * NR + 8 * v), *av);
                 }
             }
