@@ -475,6 +475,8 @@ pub fn direct_conv(
                     // run of outputs, across rows too: on 17×17 maps most tiles cross a row,
                     // and with their partial-sum round trip and run-by-run epilogue Inception's
                     // 7×1 convs took 1.03–1.07× the time (in the model, 1 thread, 4 runs).
+                    // Lanes 8.. of the plane's last tile may all lie past its last row.
+                    let narrow = q0 + NR / 2 >= l.ho * l.ws;
                     let row_start = (last && row_store_ok).then(|| (q0 / l.ws, q0 % l.ws));
                     let row_start = row_start.filter(|&(oh, ow)| {
                         oh < l.ho && (ow + NR <= l.wo || (l.ws == l.wo && q0 + NR <= l.ho * l.wo))
@@ -513,6 +515,7 @@ pub fn direct_conv(
                             x,
                             tile,
                             rows,
+                            narrow,
                             first,
                             pf,
                             finish,
@@ -761,6 +764,7 @@ fn compute_tile(
     x: &[f32],
     tile: &mut [[f32; NR]; MR],
     rows: usize,
+    narrow: bool,
     first: bool,
     prefetch_rows: &[usize],
     finish: Option<RowStore<'_>>,
@@ -772,10 +776,17 @@ fn compute_tile(
     if level >= SimdLevel::Avx2 {
         // A block's last panel may hold fewer than MR channels (cout 32 = 5·6 + 2): its tile
         // sums only the rows it stores, in registers of its own height.
-        let tile_fn: avx2::TileFn = match rows {
-            0..=2 => avx2::tile_rows::<2, 3>,
-            3..=4 => avx2::tile_rows::<4, 1>,
-            _ => avx2::tile_rows::<MR, 1>,
+        // A tile whose valid positions all lie in its first 8 lanes (the last of a plane, e.g.
+        // 289 = 18·16 + 1 positions of a 17×17 map) sums one vector per row, in more
+        // accumulator sets.
+        let narrow = narrow && finish.is_none();
+        let tile_fn: avx2::TileFn = match (rows, narrow) {
+            (0..=2, false) => avx2::tile_rows::<2, 2, 3>,
+            (0..=2, true) => avx2::tile_rows::<1, 2, 6>,
+            (3..=4, false) => avx2::tile_rows::<2, 4, 1>,
+            (3..=4, true) => avx2::tile_rows::<1, 4, 3>,
+            (_, false) => avx2::tile_rows::<2, MR, 1>,
+            (_, true) => avx2::tile_rows::<1, MR, 2>,
         };
         let (a, xp, fin) = (panel.as_ptr(), x.as_ptr(), finish.as_ref());
         // SAFETY: AVX2+FMA present (the level never exceeds the detected one); the assert above
@@ -993,7 +1004,7 @@ mod avx2 {
     /// writable as [`RowStore::new`] requires.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn tile_rows<const R: usize, const S: usize>(
+    pub unsafe fn tile_rows<const V: usize, const R: usize, const S: usize>(
         cin: usize,
         plane: usize,
         taps: &[usize],
@@ -1010,13 +1021,23 @@ mod avx2 {
         let mut sets = [[[_mm256_setzero_ps(); 2]; R]; S];
         let mut a = a;
         #[inline(always)]
-        unsafe fn step<const R: usize>(acc: &mut [[__m256; 2]; R], p: *const f32, a: *const f32) {
+        unsafe fn step<const V: usize, const R: usize>(
+            acc: &mut [[__m256; 2]; R],
+            p: *const f32,
+            a: *const f32,
+        ) {
             let x0 = _mm256_loadu_ps(p);
-            let x1 = _mm256_loadu_ps(p.add(8));
+            let x1 = if V == 2 {
+                _mm256_loadu_ps(p.add(8))
+            } else {
+                _mm256_setzero_ps()
+            };
             for (r, accr) in acc.iter_mut().enumerate() {
                 let w = _mm256_broadcast_ss(&*a.add(r));
                 accr[0] = _mm256_fmadd_ps(w, x0, accr[0]);
-                accr[1] = _mm256_fmadd_ps(w, x1, accr[1]);
+                if V == 2 {
+                    accr[1] = _mm256_fmadd_ps(w, x1, accr[1]);
+                }
             }
         }
         for c in 0..cin {
@@ -1031,12 +1052,12 @@ mod avx2 {
             let mut groups = taps.chunks_exact(S);
             for group in &mut groups {
                 for (set, &off) in sets.iter_mut().zip(group) {
-                    step::<R>(set, xc.add(off), a);
+                    step::<V, R>(set, xc.add(off), a);
                     a = a.add(MR);
                 }
             }
             for &off in groups.remainder() {
-                step::<R>(&mut sets[0], xc.add(off), a);
+                step::<V, R>(&mut sets[0], xc.add(off), a);
                 a = a.add(MR);
             }
         }
@@ -1053,7 +1074,14 @@ mod avx2 {
             let (mut lo, mut hi) = (accr[0], accr[1]);
             if !first {
                 lo = _mm256_add_ps(_mm256_loadu_ps(row.as_ptr()), lo);
-                hi = _mm256_add_ps(_mm256_loadu_ps(row.as_ptr().add(8)), hi);
+                if V == 2 {
+                    hi = _mm256_add_ps(_mm256_loadu_ps(row.as_ptr().add(8)), hi);
+                }
+            }
+            if V == 1 {
+                // A narrow tile: its lanes 8.. are past the plane (never stored, no `finish`).
+                _mm256_storeu_ps(row.as_mut_ptr(), lo);
+                continue;
             }
             match finish {
                 Some(f) if r < f.bias.len() => {
