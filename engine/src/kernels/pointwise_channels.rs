@@ -341,31 +341,33 @@ mod avx2 {
         tot: *mut f32,
     ) {
         match width {
-            1 => sums::<1>(depth, w, x, first, tot),
-            2 => sums::<2>(depth, w, x, first, tot),
-            3 => sums::<3>(depth, w, x, first, tot),
-            4 => sums::<4>(depth, w, x, first, tot),
-            5 => sums::<5>(depth, w, x, first, tot),
-            _ => sums::<PR>(depth, w, x, first, tot),
+            // Narrow tails in several accumulator sets, so that about twelve FMA chains are
+            // in flight (one position alone had two, each waiting out the FMA latency).
+            1 => sums::<1, 6>(depth, w, x, first, tot),
+            2 => sums::<2, 3>(depth, w, x, first, tot),
+            3 => sums::<3, 2>(depth, w, x, first, tot),
+            4 => sums::<4, 1>(depth, w, x, first, tot),
+            5 => sums::<5, 1>(depth, w, x, first, tot),
+            _ => sums::<PR, 1>(depth, w, x, first, tot),
         }
     }
 
-    /// `NP` positions × 16 channels: `2·NP` accumulators, two weight vectors per channel and
-    /// one broadcast input value per position.
+    /// `NP` positions × 16 channels: `2·NP` accumulators per set (`S` sets, channels dealt
+    /// round-robin, added at the end), two weight vectors per channel and one broadcast input
+    /// value per position.
     ///
     /// # Safety
     /// As [`slice_sums`] with `NP ≤ PR`.
     #[inline(always)]
-    unsafe fn sums<const NP: usize>(
+    unsafe fn sums<const NP: usize, const S: usize>(
         depth: usize,
         w: *const f32,
         x: *const f32,
         first: bool,
         tot: *mut f32,
     ) {
-        let mut acc = [[_mm256_setzero_ps(); 2]; NP];
-        let (mut w, mut x) = (w, x);
-        for _ in 0..depth {
+        #[inline(always)]
+        unsafe fn step<const NP: usize>(acc: &mut [[__m256; 2]; NP], w: *const f32, x: *const f32) {
             let w0 = _mm256_loadu_ps(w);
             let w1 = _mm256_loadu_ps(w.add(8));
             for (j, a) in acc.iter_mut().enumerate() {
@@ -373,8 +375,27 @@ mod avx2 {
                 a[0] = _mm256_fmadd_ps(b, w0, a[0]);
                 a[1] = _mm256_fmadd_ps(b, w1, a[1]);
             }
+        }
+        let mut sets = [[[_mm256_setzero_ps(); 2]; NP]; S];
+        let (mut w, mut x) = (w, x);
+        for _ in 0..depth / S {
+            for set in sets.iter_mut() {
+                step::<NP>(set, w, x);
+                w = w.add(CR);
+                x = x.add(PR);
+            }
+        }
+        for _ in 0..depth % S {
+            step::<NP>(&mut sets[0], w, x);
             w = w.add(CR);
             x = x.add(PR);
+        }
+        let mut acc = sets[0];
+        for set in &sets[1..] {
+            for (a, b) in acc.iter_mut().zip(set) {
+                a[0] = _mm256_add_ps(a[0], b[0]);
+                a[1] = _mm256_add_ps(a[1], b[1]);
+            }
         }
         for (j, a) in acc.iter().enumerate() {
             for (v, &s) in a.iter().enumerate() {
@@ -492,6 +513,9 @@ mod tests {
             (2, 300, vec![5, 9], 13, 1, s1(2)),
             (1, 5, vec![1, 1], 7, 1, s1(2)),
             (3, 33, vec![7], 17, 1, s1(1)),
+            // Two- and three-position tails, K not a multiple of their accumulator sets.
+            (1, 37, vec![8], 20, 1, s1(1)),
+            (2, 41, vec![9], 18, 1, s1(1)),
             (2, 12, vec![3, 4, 5], 9, 1, s1(3)),
             // Groups, other strides and ranks.
             (1, 8, vec![6, 6], 24, 2, s1(2)),
