@@ -189,8 +189,18 @@ impl Layout {
         let (h, w) = (g.in_spatial[r], g.in_spatial[c]);
         let (hp, wp) = (padded(r), padded(c));
         let (sh, sw) = (g.strides[r], g.strides[c]);
-        let (hs, ws) = (hp.div_ceil(sh), wp.div_ceil(sw));
         let (ho, wo) = (g.out_spatial[r], g.out_spatial[c]);
+        let (hs, mut ws) = (hp.div_ceil(sh), wp.div_ceil(sw));
+        if sw == 1 {
+            // Rows share their side padding: one gap of zeros between consecutive rows serves
+            // as the right pad of one and the left pad of the next, so a row is `w + gap`
+            // wide rather than `pl + w + pr`, and fewer computed positions are thrown away
+            // (a 5×5 'same' conv at 35×35: 37 per 35 outputs instead of 39).
+            let pl = g.pads_begin[c];
+            let overflow = (wo + reach(c)).saturating_sub(pl + w);
+            let gap = pl.max(overflow).max(wo.saturating_sub(w));
+            ws = ws.min(w + gap);
+        }
         let (kh, kw) = (g.kernel[r], g.kernel[c]);
         let (dh, dw) = (g.dilations[r], g.dilations[c]);
         let col_phases = kw.min(sw / gcd(sw, dw));
