@@ -989,6 +989,7 @@ fn epilogue_run(
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{RowStore, MR, NR};
+    use crate::kernels::pointwise_conv::avx2::fma_step;
     use std::arch::x86_64::*;
 
     /// [`tile_rows`] for some row count.
@@ -1030,26 +1031,6 @@ mod avx2 {
         // cycles) at every tap; three sets keep twelve chains in flight, as the 6-row tile.
         let mut sets = [[[_mm256_setzero_ps(); 2]; R]; S];
         let mut a = a;
-        #[inline(always)]
-        unsafe fn step<const V: usize, const R: usize>(
-            acc: &mut [[__m256; 2]; R],
-            p: *const f32,
-            a: *const f32,
-        ) {
-            let x0 = _mm256_loadu_ps(p);
-            let x1 = if V == 2 {
-                _mm256_loadu_ps(p.add(8))
-            } else {
-                _mm256_setzero_ps()
-            };
-            for (r, accr) in acc.iter_mut().enumerate() {
-                let w = _mm256_broadcast_ss(&*a.add(r));
-                accr[0] = _mm256_fmadd_ps(w, x0, accr[0]);
-                if V == 2 {
-                    accr[1] = _mm256_fmadd_ps(w, x1, accr[1]);
-                }
-            }
-        }
         for c in 0..cin {
             let xc = x.add(c * plane);
             // The next tile's input (16 positions on) is new to L1 in most rows: fetch it while
@@ -1062,12 +1043,12 @@ mod avx2 {
             let mut groups = taps.chunks_exact(S);
             for group in &mut groups {
                 for (set, &off) in sets.iter_mut().zip(group) {
-                    step::<V, R>(set, xc.add(off), a);
+                    fma_step::<V, R>(set, a, xc.add(off));
                     a = a.add(MR);
                 }
             }
             for &off in groups.remainder() {
-                step::<V, R>(&mut sets[0], xc.add(off), a);
+                fma_step::<V, R>(&mut sets[0], a, xc.add(off));
                 a = a.add(MR);
             }
         }

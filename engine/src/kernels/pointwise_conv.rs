@@ -612,6 +612,32 @@ pub(crate) mod avx2 {
         _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes)
     }
 
+    /// One step of a weight-broadcast register tile (both conv kernels whose tiles span
+    /// positions): `acc[r][v] += a[r] · x[8v .. 8v + 8]` for `R` rows and `V` vectors.
+    ///
+    /// # Safety
+    /// Requires AVX2 and FMA; `a` holds `R` floats and `x` `8·V`.
+    #[inline(always)]
+    pub(crate) unsafe fn fma_step<const V: usize, const R: usize>(
+        acc: &mut [[__m256; 2]; R],
+        a: *const f32,
+        x: *const f32,
+    ) {
+        let x0 = _mm256_loadu_ps(x);
+        let x1 = if V == 2 {
+            _mm256_loadu_ps(x.add(8))
+        } else {
+            _mm256_setzero_ps()
+        };
+        for (r, accr) in acc.iter_mut().enumerate() {
+            let w = _mm256_broadcast_ss(&*a.add(r));
+            accr[0] = _mm256_fmadd_ps(w, x0, accr[0]);
+            if V == 2 {
+                accr[1] = _mm256_fmadd_ps(w, x1, accr[1]);
+            }
+        }
+    }
+
     /// `n` steps of the register tile: `V` vectors of 8 positions (2, or 1 for a narrow tail)
     /// times `R` broadcast weights (the panel's live rows; rows `R..` of the result are zero),
     /// from a fresh zero. The steps are dealt round-robin to `S` sets of accumulators, added at
@@ -626,37 +652,17 @@ pub(crate) mod avx2 {
         a: *const f32,
         x: *const f32,
     ) -> [[__m256; 2]; MR] {
-        #[inline(always)]
-        unsafe fn step<const V: usize, const R: usize>(
-            acc: &mut [[__m256; 2]; R],
-            a: *const f32,
-            x: *const f32,
-        ) {
-            let x0 = _mm256_loadu_ps(x);
-            let x1 = if V == 2 {
-                _mm256_loadu_ps(x.add(8))
-            } else {
-                _mm256_setzero_ps()
-            };
-            for (r, accr) in acc.iter_mut().enumerate() {
-                let w = _mm256_broadcast_ss(&*a.add(r));
-                accr[0] = _mm256_fmadd_ps(w, x0, accr[0]);
-                if V == 2 {
-                    accr[1] = _mm256_fmadd_ps(w, x1, accr[1]);
-                }
-            }
-        }
         let mut sets = [[[_mm256_setzero_ps(); 2]; R]; S];
         let (mut a, mut x) = (a, x);
         for _ in 0..n / S {
             for set in sets.iter_mut() {
-                step::<V, R>(set, a, x);
+                fma_step::<V, R>(set, a, x);
                 a = a.add(MR);
                 x = x.add(NR);
             }
         }
         for _ in 0..n % S {
-            step::<V, R>(&mut sets[0], a, x);
+            fma_step::<V, R>(&mut sets[0], a, x);
             a = a.add(MR);
             x = x.add(NR);
         }
