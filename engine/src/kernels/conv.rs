@@ -26,9 +26,18 @@
 //! - [`ConvAlgo::Pointwise`] (all kernel dims 1, stride 1, no pad, with `ENGINE_POINTWISE=gemm`
 //!   or [`PackedConvWeights::with_gemm`]): the input already is the GEMM's right-hand matrix
 //!   `X[cin_g × ∏spatial]`.
+//! - [`ConvAlgo::DirectChannels`] (2-D, group 1, kernel larger than 1×1, at least 27
+//!   multiply-adds per output, output channels that fill 16-channel panels to within 15%, where
+//!   Winograd was not chosen; see [`super::direct_channels::worth_it`]): [`super::direct_channels`],
+//!   a direct convolution whose register tile spans 16 output channels × 6 positions of the
+//!   output plane (rows crossed freely), each position broadcasting its own input: no columns
+//!   computed and thrown away (strided convs, row ends), no channel rounding to 6.
+//!   `ENGINE_CONV_ALGO=channels` forces it wherever it applies; any other value of it, or
+//!   `ENGINE_DIRECT_CHANNELS=off`, turns it off (the choice below then stands).
 //! - [`ConvAlgo::Direct`] (2-D, group 1, kernel larger than 1×1, at least 27 multiply-adds
 //!   per output and 128 output positions, where at most 15% of the computed positions are thrown away and
-//!   strided convs have at most 384 output channels, see [`super::direct_conv::worth_it`]):
+//!   strided convs have at most 384 output channels, see [`super::direct_conv::worth_it`],
+//!   and the channel-wide kernel declined):
 //!   [`super::direct_conv`], an implicit GEMM over a zero-padded copy of the image (phase-split
 //!   for strides, transposed for kernels wider than tall, none for unpadded stride-1 convs)
 //!   with the epilogue in its store; no im2col, no per-call packing. `ENGINE_CONV_ALGO=im2col` or `ENGINE_DIRECT_CONV=off`
@@ -289,6 +298,9 @@ pub enum ConvAlgo {
     /// 2-D implicit GEMM that reads the (padded) input where it lies (see
     /// [`super::direct_conv`]).
     Direct,
+    /// The same with its register tile across output channels (see
+    /// [`super::direct_channels`]).
+    DirectChannels,
     /// Small maps: one image's im2col matrix into scratch, then the 1×1 kernels on it (see
     /// [`super::unfolded_conv`]).
     Unfolded,
@@ -366,8 +378,25 @@ impl PackedConvWeights {
         // The direct kernel wherever Winograd was not chosen and it measured faster
         // (`direct_conv::worth_it`); `ENGINE_CONV_ALGO=im2col` turns it off, `direct` forces it
         // wherever it applies, Winograd included.
+        // The channel-wide direct kernel where it measured faster than the position-wide one
+        // (`direct_channels::worth_it`); `ENGINE_CONV_ALGO=channels` forces it wherever it
+        // applies, `ENGINE_DIRECT_CHANNELS=off` keeps the rest of the default choice.
+        let channels = match algo_env.as_deref() {
+            Some("channels") => super::direct_channels::applies(geom),
+            Some(_) => false,
+            None => {
+                wino.is_none()
+                    && !std::env::var("ENGINE_DIRECT_CHANNELS").is_ok_and(|v| v == "off")
+                    && super::direct_channels::worth_it(geom)
+            }
+        };
+        if channels {
+            return PackedConvWeights::with_direct_channels(geom, weights, bias);
+        }
         let direct = match algo_env.as_deref() {
-            Some("im2col" | "winograd" | "winograd2" | "winograd4" | "unfolded") => false,
+            Some("im2col" | "winograd" | "winograd2" | "winograd4" | "unfolded" | "channels") => {
+                false
+            }
             Some("direct") => super::direct_conv::applies(geom),
             // `ENGINE_DIRECT_CONV=off` keeps the rest of the default choice (A/B runs).
             _ if std::env::var("ENGINE_DIRECT_CONV").is_ok_and(|v| v == "off") => false,
@@ -423,6 +452,23 @@ impl PackedConvWeights {
             ConvAlgo::Direct,
             super::direct_conv::applies(geom),
             super::direct_conv::pack_weights,
+        )
+    }
+
+    /// [`ConvAlgo::DirectChannels`] where [`super::direct_channels::applies`], otherwise the
+    /// same as [`PackedConvWeights::with_gemm`] with the default crate GEMM.
+    pub fn with_direct_channels(
+        geom: &ConvGeometry,
+        weights: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Result<PackedConvWeights, KernelError> {
+        PackedConvWeights::with_own_kernel(
+            geom,
+            weights,
+            bias,
+            ConvAlgo::DirectChannels,
+            super::direct_channels::applies(geom),
+            super::direct_channels::pack_weights,
         )
     }
 
@@ -710,6 +756,7 @@ fn slot_len(g: &ConvGeometry, w: &PackedConvWeights) -> usize {
         (ConvAlgo::PointwiseChannels, _) => super::pointwise_channels::scratch_len(g, 1),
         (ConvAlgo::Grouped, _) => super::grouped_conv::slot_len(g),
         (ConvAlgo::Direct, _) => super::direct_conv::scratch_len(g, 1),
+        (ConvAlgo::DirectChannels, _) => super::direct_channels::scratch_len(g, 1),
         (ConvAlgo::Unfolded, _) => super::unfolded_conv::scratch_len(g, 1),
         (ConvAlgo::Pointwise, ConvGemm::Crate(_)) => 0,
         _ => packed_b_len(kg, column_block(g)),
@@ -724,6 +771,9 @@ pub fn conv_scratch_len(geom: &ConvGeometry, weights: &PackedConvWeights, thread
     }
     if weights.algo == ConvAlgo::Unfolded {
         return super::unfolded_conv::scratch_len(geom, threads);
+    }
+    if weights.algo == ConvAlgo::DirectChannels {
+        return super::direct_channels::scratch_len(geom, threads);
     }
     if weights.algo == ConvAlgo::PointwiseChannels {
         // One shared packed input plus running totals per worker.
@@ -812,6 +862,17 @@ pub fn conv(
             scratch,
         ),
         ConvAlgo::Direct => super::direct_conv::direct_conv(
+            simd_level(),
+            geom,
+            input,
+            &weights.raw,
+            &weights.bias,
+            residual,
+            act,
+            output,
+            scratch,
+        ),
+        ConvAlgo::DirectChannels => super::direct_channels::direct_channels_conv(
             simd_level(),
             geom,
             input,

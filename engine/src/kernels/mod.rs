@@ -15,6 +15,7 @@
 pub mod conv;
 pub mod cpu_features;
 pub mod depthwise;
+pub mod direct_channels;
 pub mod direct_conv;
 pub mod elementwise;
 pub mod gemm;

@@ -175,7 +175,16 @@ pub fn pointwise_channels_conv(
         // holds them (checked above).
         let out = unsafe { std::slice::from_raw_parts_mut({ out_ptr }.0.add(out0), rows * plane) };
         let res = residual.map(|r| &r[out0..out0 + rows * plane]);
-        store_rows(level, tot, &bias[co0..co0 + rows], res, act, out, plane);
+        store_rows(
+            level,
+            tot,
+            &bias[co0..co0 + rows],
+            res,
+            act,
+            out,
+            plane,
+            plane,
+        );
     };
 
     let tot_len = totals_len(g);
@@ -267,23 +276,31 @@ fn slice_sums(
     }
 }
 
-/// Writes `rows` output rows of `plane` positions from the totals (`[positions][CR]`):
-/// `out[c][p] = act(tot[p][c] + (bias[c] + residual[c][p]))`, the order of the other conv
-/// epilogues.
-fn store_rows(
+/// Writes `rows` output rows of `count` positions, `ld` apart, from the totals
+/// (`[positions][CR]`): `out[c·ld + p] = act(tot[p][c] + (bias[c] + residual[c·ld + p]))`,
+/// the order of the other conv epilogues. Also the epilogue of
+/// [`super::direct_channels`], whose totals cover a strip of an output plane.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn store_rows(
     level: SimdLevel,
     tot: &[f32],
     bias: &[f32],
     residual: Option<&[f32]>,
     act: Activation,
     out: &mut [f32],
-    plane: usize,
+    count: usize,
+    ld: usize,
 ) {
     let rows = bias.len();
-    assert!(rows <= CR && out.len() >= rows * plane);
-    assert!(tot.len() >= plane.next_multiple_of(8) * CR);
+    let span = if rows == 0 {
+        0
+    } else {
+        (rows - 1) * ld + count
+    };
+    assert!(rows <= CR && count <= ld && out.len() >= span);
+    assert!(tot.len() >= count.next_multiple_of(8) * CR);
     if let Some(r) = residual {
-        assert!(r.len() >= rows * plane);
+        assert!(r.len() >= span);
     }
     #[cfg(target_arch = "x86_64")]
     if level >= SimdLevel::Avx2 {
@@ -296,7 +313,8 @@ fn store_rows(
             avx2::store_rows(
                 tot.as_ptr(),
                 rows,
-                plane,
+                count,
+                ld,
                 bias.as_ptr(),
                 residual.map_or(std::ptr::null(), |r| r.as_ptr()),
                 in_registers,
@@ -304,15 +322,15 @@ fn store_rows(
             )
         };
         if after != Activation::None {
-            for row in out.chunks_exact_mut(plane).take(rows) {
-                activation_inplace_with(level, row, after);
+            for c in 0..rows {
+                activation_inplace_with(level, &mut out[c * ld..c * ld + count], after);
             }
         }
         return;
     }
-    for (c, row) in out.chunks_exact_mut(plane).take(rows).enumerate() {
-        for (p, v) in row.iter_mut().enumerate() {
-            let add = bias[c] + residual.map_or(0.0, |r| r[c * plane + p]);
+    for c in 0..rows {
+        for (p, v) in out[c * ld..c * ld + count].iter_mut().enumerate() {
+            let add = bias[c] + residual.map_or(0.0, |r| r[c * ld + p]);
             *v = act.apply(tot[p * CR + c] + add);
         }
     }
@@ -446,13 +464,15 @@ mod avx2 {
     /// bias, residual and activation and are stored (through a lane mask at the plane's end).
     ///
     /// # Safety
-    /// Requires AVX2; `tot` holds `plane.next_multiple_of(8)·CR` floats, `bias` `rows ≤ CR`,
-    /// `out` (and `res` unless null) `rows·plane`.
+    /// Requires AVX2; `tot` holds `count.next_multiple_of(8)·CR` floats, `bias` `rows ≤ CR`,
+    /// `out` (and `res` unless null) `(rows − 1)·ld + count`.
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn store_rows(
         tot: *const f32,
         rows: usize,
-        plane: usize,
+        count: usize,
+        ld: usize,
         bias: *const f32,
         res: *const f32,
         act: Activation,
@@ -464,8 +484,8 @@ mod avx2 {
             _ => (zero, zero),
         };
         for c8 in (0..rows).step_by(8) {
-            for p8 in (0..plane).step_by(8) {
-                let np = 8.min(plane - p8);
+            for p8 in (0..count).step_by(8) {
+                let np = 8.min(count - p8);
                 let m = mask(np);
                 let mut r = [zero; 8];
                 for (i, v) in r.iter_mut().enumerate() {
@@ -476,7 +496,7 @@ mod avx2 {
                     let c = c8 + ch;
                     let mut add = _mm256_set1_ps(*bias.add(c));
                     if !res.is_null() {
-                        add = _mm256_add_ps(add, _mm256_maskload_ps(res.add(c * plane + p8), m));
+                        add = _mm256_add_ps(add, _mm256_maskload_ps(res.add(c * ld + p8), m));
                     }
                     let mut y = _mm256_add_ps(sum, add);
                     y = match act {
@@ -485,7 +505,7 @@ mod avx2 {
                         Activation::Clip(..) => _mm256_min_ps(_mm256_max_ps(y, lo), hi),
                         _ => y,
                     };
-                    let dst = out.add(c * plane + p8);
+                    let dst = out.add(c * ld + p8);
                     if np == 8 {
                         _mm256_storeu_ps(dst, y);
                     } else {

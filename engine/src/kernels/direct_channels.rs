@@ -1,0 +1,706 @@
+//! Direct convolution (2-D, group 1) with the register tile across output channels: each
+//! tile is [`PR`] output positions (input values broadcast from wherever they lie) × [`CR`]
+//! output channels (two vectors of weights packed at load).
+//!
+//! Why: [`super::direct_conv`] tiles 16 consecutive positions of a phase-plane row, so it
+//! computes and throws away the columns between output rows (a 3×3/2 conv from 28×28 to
+//! 14×14 computes 15 columns per 14 kept, then 224 positions for 210: 14% wasted; 17 → 8
+//! wastes a fifth) and rounds output channels up to 6-row panels (32 → 36). Here positions
+//! are numbered over the output plane itself and a tile may cross output rows: each position
+//! broadcasts its own input address, so strides, padding and row ends cost nothing in the
+//! inner loop, and only the plane's last tile is ragged (summed at its own width). Channels
+//! come in 16s, which ResNet's and Inception's widths are multiples of.
+//!
+//! 1. Padded convs copy the image once into a zero-padded buffer `cin × Hp × Wp`; unpadded
+//!    ones read the input where it lies. No phase split: broadcasts read any address.
+//! 2. A work item is a strip of position tiles × a range of 16-channel panels. For each chunk
+//!    of input channels (at most [`CHUNK_K`] multiply-adds per output, the blocked summation
+//!    of the other conv paths) the tile's input stays in L1 while every panel's weights
+//!    stream past it; partial sums wait in the worker's totals (`[positions][CR]` per panel).
+//! 3. After the last chunk the totals are transposed to output rows (8×8 blocks in registers,
+//!    [`super::pointwise_channels::store_rows`]) with bias, residual and activation, so each
+//!    output is written once, as runs of the NCHW plane.
+//!
+//! Each output is the same chunk sums added in the same order whatever the thread count or
+//! the work split, so results are bit-identical across thread counts.
+
+use super::conv::ConvGeometry;
+use super::cpu_features::{detected_simd_level, SimdLevel};
+use super::gemm::SendPtr;
+use super::pointwise_channels::store_rows;
+use crate::ir::Activation;
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Output positions per register tile (broadcast operand).
+pub const PR: usize = 6;
+/// Output channels per register tile (two AVX2 vectors of packed weights).
+pub const CR: usize = 16;
+/// Most kernel taps (`kh·kw`): a chunk's offset table lives on the stack.
+pub const MAX_TAPS: usize = 64;
+/// Most multiply-adds per output per channel chunk (as [`super::direct_conv`]'s chunks: the
+/// full models' error against float64 stays that of the other paths).
+const CHUNK_K: usize = 128;
+// A chunk holds at least one channel: its steps must fit a CHUNK_K-long table.
+const _: () = assert!(MAX_TAPS <= CHUNK_K);
+/// Floats of running totals per worker: every panel of a strip of positions, sized to stay in
+/// L2 next to a chunk's weights.
+const TOTALS_FLOATS: usize = 32 * 1024;
+
+/// Whether [`direct_channels_conv`] can compute `g`: 2-D, one group, at most [`MAX_TAPS`]
+/// taps.
+pub fn applies(g: &ConvGeometry) -> bool {
+    g.in_spatial.len() == 2
+        && g.group == 1
+        && g.kernel_size() <= MAX_TAPS
+        && g.out_plane() > 0
+        && g.out_channels > 0
+}
+
+/// Whether the kernel should be the default for `g` (where Winograd is not chosen): it
+/// [`applies`], the kernel is larger than 1×1 (1×1 convs have their own kernels), there are at
+/// least [`MIN_K`] multiply-adds per output, and rounding the output channels up to whole
+/// 16-channel panels wastes little (at most [`MAX_CHANNEL_WASTE`]).
+///
+/// Per conv alone against [`super::direct_conv`] (`engine profile`, 1 thread, 6 alternating
+/// runs, 28 Nov): ResNet-50's 3×3/2 at 28×28 0.89×, at 14×14 0.84×, its 512-channel 3×3/2
+/// (im2col before) 0.83×, 64→64 3×3 at 56×56 0.88×, the 7×7/2 stem 0.97×; Inception-v3's
+/// 288→384 3×3/2 0.88×, 96→96 3×3/2 0.77×, 192→320 and 192→192 3×3/2 0.80× and 0.70×, 1×7
+/// 0.88×, 7×1 0.955×, 1×3 and 3×1 at 8×8 0.90×, 5×5 0.92×, its 32→32 and 32→64 3×3 at
+/// 147×147 0.955× and 0.96×, the 3→32 3×3/2 first conv 0.97×.
+pub fn worth_it(g: &ConvGeometry) -> bool {
+    let cout = g.out_channels;
+    applies(g)
+        && g.kernel_size() > 1
+        && g.in_channels * g.kernel_size() >= MIN_K
+        && (cout.next_multiple_of(CR) as f64) <= MAX_CHANNEL_WASTE * cout as f64
+}
+
+/// Fewest multiply-adds per output for which [`worth_it`] picks the kernel (as
+/// [`super::direct_conv`]: below it the per-tile overhead is unmeasured).
+const MIN_K: usize = 27;
+
+/// Most output channels computed per useful one (`ceil(cout / 16)·16 / cout`) for which
+/// [`worth_it`] picks the kernel: 24 channels would compute 32, where the position-wide
+/// kernel's 6-channel panels compute 24.
+const MAX_CHANNEL_WASTE: f64 = 1.15;
+
+/// Where one image lies in memory for the kernel, and how the work is cut.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    cin: usize,
+    h: usize,
+    w: usize,
+    pt: usize,
+    pl: usize,
+    /// Padded image rows and columns (the input's own when there is no padding).
+    hp: usize,
+    wp: usize,
+    sh: usize,
+    sw: usize,
+    ho: usize,
+    wo: usize,
+    cout: usize,
+    /// Offsets of the taps (OIHW order) from an output position's window origin.
+    taps: [usize; MAX_TAPS],
+    ntaps: usize,
+    /// Some padding: the image is copied into the padded buffer first.
+    padded: bool,
+    /// Input channels per chunk.
+    chunk_ch: usize,
+    /// Position tiles per strip: every panel's totals of a strip fit [`TOTALS_FLOATS`].
+    strip_tiles: usize,
+}
+
+impl Layout {
+    fn new(g: &ConvGeometry) -> Layout {
+        let padded = g.pads_begin.iter().chain(&g.pads_end).any(|&p| p > 0);
+        let (h, w) = (g.in_spatial[0], g.in_spatial[1]);
+        let hp = h + g.pads_begin[0] + g.pads_end[0];
+        let wp = w + g.pads_begin[1] + g.pads_end[1];
+        let (kh, kw) = (g.kernel[0], g.kernel[1]);
+        let mut taps = [0usize; MAX_TAPS];
+        for i in 0..kh {
+            for j in 0..kw {
+                taps[i * kw + j] = i * g.dilations[0] * wp + j * g.dilations[1];
+            }
+        }
+        let ntaps = kh * kw;
+        let cin = g.in_channels;
+        // Equal chunks (11, 11, 10 rather than 14, 14, 4): a short last chunk pays a tile's
+        // whole load-and-store of totals for few multiply-adds.
+        let most = (CHUNK_K / ntaps.max(1)).clamp(1, cin.max(1));
+        let chunk_ch = cin.div_ceil(cin.div_ceil(most).max(1)).max(1);
+        let panels = g.out_channels.div_ceil(CR);
+        let tiles = g.out_plane().div_ceil(PR);
+        Layout {
+            cin,
+            h,
+            w,
+            pt: g.pads_begin[0],
+            pl: g.pads_begin[1],
+            hp,
+            wp,
+            sh: g.strides[0],
+            sw: g.strides[1],
+            ho: g.out_spatial[0],
+            wo: g.out_spatial[1],
+            cout: g.out_channels,
+            taps,
+            ntaps,
+            padded,
+            chunk_ch,
+            strip_tiles: (TOTALS_FLOATS / (panels * PR * CR).max(1)).clamp(1, tiles.max(1)),
+        }
+    }
+    fn panels(&self) -> usize {
+        self.cout.div_ceil(CR)
+    }
+    fn plane(&self) -> usize {
+        self.ho * self.wo
+    }
+    fn tiles(&self) -> usize {
+        self.plane().div_ceil(PR)
+    }
+    /// Floats between input channels in the layout the kernel reads.
+    fn chan(&self) -> usize {
+        self.hp * self.wp
+    }
+    /// Offset of output position `q`'s window origin within a channel.
+    fn base(&self, q: usize) -> usize {
+        let (oh, ow) = (q / self.wo, q % self.wo);
+        oh * self.sh * self.wp + ow * self.sw
+    }
+    fn padded_len(&self) -> usize {
+        if self.padded {
+            self.cin * self.chan()
+        } else {
+            0
+        }
+    }
+    /// Positions of a strip's totals per panel, whole 8-position blocks for the transposes.
+    fn strip_positions(&self) -> usize {
+        (self.strip_tiles * PR).next_multiple_of(8)
+    }
+    /// Running-total floats of one worker.
+    fn totals_len(&self) -> usize {
+        self.panels() * self.strip_positions() * CR
+    }
+}
+
+/// Scratch floats [`direct_channels_conv`] needs to run `threads` workers: the padded image
+/// (padded convs only) plus one set of running totals per worker (with less, fewer workers
+/// run; at least one must fit).
+pub fn scratch_len(g: &ConvGeometry, threads: usize) -> usize {
+    let l = Layout::new(g);
+    l.padded_len() + l.totals_len() * threads.max(1)
+}
+
+/// Packs OIHW weights (`cout × cin·kh·kw`) chunk by chunk of input channels: within a chunk,
+/// `ceil(cout / CR)` panels of `cc·kh·kw × CR` floats (k-major, output channel minor, zero
+/// lanes past the last channel), one after the other, so a chunk's weights for every panel
+/// are one sequential stream.
+pub fn pack_weights(g: &ConvGeometry, weights: &[f32]) -> Vec<f32> {
+    let l = Layout::new(g);
+    let ntaps = g.kernel_size();
+    let k = g.in_channels * ntaps;
+    let panels = l.panels();
+    let mut packed = vec![0.0f32; panels * k * CR];
+    let mut c0 = 0;
+    while c0 < g.in_channels {
+        let cc = l.chunk_ch.min(g.in_channels - c0);
+        let (k0, kc) = (c0 * ntaps, cc * ntaps);
+        for b in 0..panels {
+            let panel = &mut packed[k0 * CR * panels + b * kc * CR..][..kc * CR];
+            for r in 0..CR.min(g.out_channels - b * CR) {
+                let oc = b * CR + r;
+                for (kk, &v) in weights[oc * k + k0..oc * k + k0 + kc].iter().enumerate() {
+                    panel[kk * CR + r] = v;
+                }
+            }
+        }
+        c0 += cc;
+    }
+    packed
+}
+
+/// One unit of parallel work: panels `b0..b1` × position tiles `t0..t1`.
+#[derive(Clone, Copy)]
+struct Item {
+    b0: usize,
+    b1: usize,
+    t0: usize,
+    t1: usize,
+}
+
+/// How one call cuts its work into items (depends on the geometry and thread count only).
+struct Split {
+    strips: usize,
+    parts: usize,
+    panels_per_part: usize,
+}
+
+impl Split {
+    fn new(l: &Layout, threads: usize) -> Split {
+        let (tiles, panels) = (l.tiles(), l.panels());
+        let mut strips = tiles.div_ceil(l.strip_tiles);
+        // Panels are split only to give every thread enough items (each part reads the
+        // strip's input again); then, when the items do not divide among the threads, more
+        // (shorter) strips, so that the workers finish together.
+        let parts_for = |strips: usize| {
+            if threads > 1 {
+                (3 * threads).div_ceil(strips).clamp(1, panels)
+            } else {
+                1
+            }
+        };
+        let items_for = |strips: usize| {
+            let per_part = panels.div_ceil(parts_for(strips));
+            strips * panels.div_ceil(per_part)
+        };
+        if !items_for(strips).is_multiple_of(threads) {
+            strips = (strips.div_ceil(threads) * threads).min(tiles);
+        }
+        let panels_per_part = panels.div_ceil(parts_for(strips));
+        Split {
+            strips,
+            parts: panels.div_ceil(panels_per_part),
+            panels_per_part,
+        }
+    }
+    fn items(&self) -> usize {
+        self.strips * self.parts
+    }
+    /// Item `i`: consecutive items share a strip (its input stays in cache); tiles spread
+    /// evenly over the strips.
+    fn item(&self, l: &Layout, i: usize) -> Item {
+        let (s, p) = (i / self.parts, i % self.parts);
+        let tiles = l.tiles();
+        Item {
+            b0: p * self.panels_per_part,
+            b1: ((p + 1) * self.panels_per_part).min(l.panels()),
+            t0: s * tiles / self.strips,
+            t1: (s + 1) * tiles / self.strips,
+        }
+    }
+}
+
+/// `output = act(W ⊛ input + bias + residual)` for a 2-D group-1 conv ([`applies`]) with
+/// weights from [`pack_weights`] and at least `scratch_len(g, 1)` floats of scratch.
+///
+/// # Panics
+/// If a slice is shorter than the geometry needs.
+#[allow(clippy::too_many_arguments)]
+pub fn direct_channels_conv(
+    level: SimdLevel,
+    g: &ConvGeometry,
+    input: &[f32],
+    packed: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    act: Activation,
+    output: &mut [f32],
+    scratch: &mut [f32],
+) {
+    assert!(applies(g), "direct_channels_conv: not a 2-D group-1 conv");
+    assert!(scratch.len() >= scratch_len(g, 1), "scratch too short");
+    assert!(input.len() >= g.input_len() && output.len() >= g.output_len());
+    assert!(bias.len() >= g.out_channels);
+    if let Some(r) = residual {
+        assert!(r.len() >= g.output_len());
+    }
+    let level = level.min(detected_simd_level());
+    let l = Layout::new(g);
+    let panels = l.panels();
+    assert!(packed.len() >= panels * CR * g.in_channels * l.ntaps);
+    let taps = &l.taps[..l.ntaps];
+    let (plane, chan) = (l.plane(), l.chan());
+    let in_img = l.cin * l.h * l.w;
+    let out_img = l.cout * plane;
+    let threads = rayon::current_num_threads().max(1);
+    let split = Split::new(&l, threads);
+    let items = split.items();
+    let (padded, totals) = scratch.split_at_mut(l.padded_len());
+    let tot_len = l.totals_len();
+    let strip_pos = l.strip_positions();
+    let workers = (totals.len() / tot_len.max(1)).clamp(1, threads).min(items);
+    for n in 0..g.batch {
+        let img = &input[n * in_img..(n + 1) * in_img];
+        let x: &[f32] = if l.padded {
+            pad_image(&l, img, padded);
+            padded
+        } else {
+            img
+        };
+        let out_ptr = SendPtr(output[n * out_img..(n + 1) * out_img].as_mut_ptr());
+        let res = residual.map(|r| &r[n * out_img..(n + 1) * out_img]);
+        let run = |it: Item, tot: &mut [f32]| {
+            let mut offsets = [0usize; CHUNK_K];
+            let mut c0 = 0;
+            while c0 < l.cin {
+                let cc = l.chunk_ch.min(l.cin - c0);
+                let kc = cc * l.ntaps;
+                // The chunk's steps in packing order: channel-major, then taps.
+                for (c, offs) in offsets[..kc].chunks_exact_mut(l.ntaps).enumerate() {
+                    for (o, &t) in offs.iter_mut().zip(taps) {
+                        *o = (c0 + c) * chan + t;
+                    }
+                }
+                let reach = offsets[..kc].iter().max().copied().unwrap_or(0);
+                // Every read x[base + offset] is in bounds: the last position's window
+                // origin plus the farthest step.
+                assert!(l.base(plane - 1) + reach < x.len());
+                assert!(packed.len() >= (c0 * l.ntaps * panels + panels * kc) * CR);
+                for t in it.t0..it.t1 {
+                    let q0 = t * PR;
+                    let width = PR.min(plane - q0);
+                    // Window origins of the tile's positions, row by row (one division per
+                    // tile: six took a twentieth of a 32-channel conv's time).
+                    let mut bases = [0usize; PR];
+                    let (mut oh, mut ow) = (q0 / l.wo, q0 % l.wo);
+                    for b in &mut bases[..width] {
+                        *b = oh * l.sh * l.wp + ow * l.sw;
+                        ow += 1;
+                        if ow == l.wo {
+                            (oh, ow) = (oh + 1, 0);
+                        }
+                    }
+                    for b in it.b0..it.b1 {
+                        let w = &packed[c0 * l.ntaps * CR * panels + b * kc * CR..][..kc * CR];
+                        let at = ((b - it.b0) * strip_pos + (t - it.t0) * PR) * CR;
+                        // SAFETY: every base ≤ base(plane − 1) and every offset ≤ reach, with
+                        // base(plane − 1) + reach < x.len() (asserted for this chunk); the
+                        // panel holds kc·CR floats and the totals slice PR·CR.
+                        unsafe {
+                            tile_sums(
+                                level,
+                                &offsets[..kc],
+                                w,
+                                x,
+                                &bases[..width],
+                                c0 == 0,
+                                &mut tot[at..at + PR * CR],
+                            )
+                        };
+                    }
+                }
+                c0 += cc;
+            }
+            let p0 = it.t0 * PR;
+            let count = (it.t1 * PR).min(plane) - p0;
+            for b in it.b0..it.b1 {
+                let rows = CR.min(l.cout - b * CR);
+                let at = b * CR * plane + p0;
+                let span = (rows - 1) * plane + count;
+                // SAFETY: output channels b·CR.. (`rows` of them) at positions p0..p0 + count
+                // are this item's alone (items are disjoint (panel, tile) sets); the span lies
+                // inside this image's output, which outlives the parallel scope.
+                let out = unsafe { std::slice::from_raw_parts_mut({ out_ptr }.0.add(at), span) };
+                store_rows(
+                    level,
+                    &tot[(b - it.b0) * strip_pos * CR..][..strip_pos * CR],
+                    &bias[b * CR..b * CR + rows],
+                    res.map(|r| &r[at..at + span]),
+                    act,
+                    out,
+                    count,
+                    plane,
+                );
+            }
+        };
+        if workers <= 1 {
+            let tot = &mut totals[..tot_len];
+            (0..items).for_each(|i| run(split.item(&l, i), tot));
+            continue;
+        }
+        // A shared counter hands out items: a descheduled thread delays one item, not its share.
+        let next = AtomicUsize::new(0);
+        totals[..tot_len * workers]
+            .par_chunks_mut(tot_len)
+            .for_each(|tot| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= items {
+                    break;
+                }
+                run(split.item(&l, i), tot);
+            });
+    }
+}
+
+/// Copies one NCHW image into the zero-padded layout `cin × Hp × Wp`.
+fn pad_image(l: &Layout, img: &[f32], padded: &mut [f32]) {
+    let (hw, chan) = (l.h * l.w, l.chan());
+    let copy = |(c, dst): (usize, &mut [f32])| {
+        let src = &img[c * hw..(c + 1) * hw];
+        for (y, row) in dst.chunks_exact_mut(l.wp).enumerate() {
+            match y.checked_sub(l.pt).filter(|&sy| sy < l.h) {
+                Some(sy) => {
+                    row[..l.pl].fill(0.0);
+                    row[l.pl..l.pl + l.w].copy_from_slice(&src[sy * l.w..(sy + 1) * l.w]);
+                    row[l.pl + l.w..].fill(0.0);
+                }
+                None => row.fill(0.0),
+            }
+        }
+    };
+    let body = &mut padded[..l.cin * chan];
+    if body.len() >= 1 << 16 && rayon::current_num_threads() > 1 {
+        body.par_chunks_mut(chan).enumerate().for_each(copy);
+    } else {
+        body.chunks_mut(chan).enumerate().for_each(copy);
+    }
+}
+
+/// Sums one chunk for one position tile (`bases.len() ≤ PR` positions, each reading input
+/// `x[base + offset]` for the chunk's step `offset`) and one panel (`w`: `[steps][CR]`), and
+/// stores (`first`) or adds the sums into `tot` (`[PR][CR]`).
+///
+/// # Safety
+/// Every `x[base + offset]` is in bounds (checked once per chunk by the caller: here it would
+/// cost a pass over the offsets per tile).
+unsafe fn tile_sums(
+    level: SimdLevel,
+    offsets: &[usize],
+    w: &[f32],
+    x: &[f32],
+    bases: &[usize],
+    first: bool,
+    tot: &mut [f32],
+) {
+    let width = bases.len();
+    assert!((1..=PR).contains(&width) && tot.len() >= PR * CR);
+    assert!(w.len() >= offsets.len() * CR);
+    #[cfg(target_arch = "x86_64")]
+    if level >= SimdLevel::Avx2 {
+        // SAFETY: AVX2+FMA present (the level never exceeds the detected one); every read
+        // x[base + offset] is in bounds (the caller's contract), the panel holds
+        // offsets.len()·CR floats and the totals PR·CR (asserted above).
+        unsafe {
+            avx2::tile_sums(
+                offsets,
+                w.as_ptr(),
+                x.as_ptr(),
+                bases,
+                first,
+                tot.as_mut_ptr(),
+            )
+        };
+        return;
+    }
+    let _ = level;
+    let mut part = [[0.0f32; CR]; PR];
+    for (wr, &off) in w.chunks_exact(CR).zip(offsets) {
+        for (pj, &base) in part.iter_mut().zip(bases) {
+            let xv = x[base + off];
+            for (s, &wv) in pj.iter_mut().zip(wr) {
+                *s = xv.mul_add(wv, *s);
+            }
+        }
+    }
+    for (pj, tj) in part.iter().zip(tot.chunks_exact_mut(CR)).take(width) {
+        for (&s, t) in pj.iter().zip(tj) {
+            *t = if first { s } else { *t + s };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{CR, PR};
+    use std::arch::x86_64::*;
+
+    /// [`super::tile_sums`] in AVX2, the tile's width a const parameter so a ragged last tile
+    /// does only its own positions' work.
+    ///
+    /// # Safety
+    /// Requires AVX2 and FMA; every `x[base + offset]` is readable, `w` holds
+    /// `offsets.len()·CR` floats, `tot` `PR·CR`; `1 ≤ bases.len() ≤ PR`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tile_sums(
+        offsets: &[usize],
+        w: *const f32,
+        x: *const f32,
+        bases: &[usize],
+        first: bool,
+        tot: *mut f32,
+    ) {
+        match bases.len() {
+            // Narrow tails in several accumulator sets, so that about twelve FMA chains are
+            // in flight.
+            1 => sums::<1, 6>(offsets, w, x, bases, first, tot),
+            2 => sums::<2, 3>(offsets, w, x, bases, first, tot),
+            3 => sums::<3, 2>(offsets, w, x, bases, first, tot),
+            4 => sums::<4, 1>(offsets, w, x, bases, first, tot),
+            5 => sums::<5, 1>(offsets, w, x, bases, first, tot),
+            _ => sums::<PR, 1>(offsets, w, x, bases, first, tot),
+        }
+    }
+
+    /// `NP` positions × 16 channels in `S` accumulator sets (steps dealt round-robin, added at
+    /// the end): two weight vectors per step and one broadcast input value per position.
+    ///
+    /// # Safety
+    /// As [`tile_sums`] with `bases.len() == NP`.
+    #[inline(always)]
+    unsafe fn sums<const NP: usize, const S: usize>(
+        offsets: &[usize],
+        w: *const f32,
+        x: *const f32,
+        bases: &[usize],
+        first: bool,
+        tot: *mut f32,
+    ) {
+        #[inline(always)]
+        unsafe fn step<const NP: usize>(
+            acc: &mut [[__m256; 2]; NP],
+            w: *const f32,
+            at: &[*const f32; NP],
+            off: usize,
+        ) {
+            let w0 = _mm256_loadu_ps(w);
+            let w1 = _mm256_loadu_ps(w.add(8));
+            for (a, &p) in acc.iter_mut().zip(at) {
+                let b = _mm256_broadcast_ss(&*p.add(off));
+                a[0] = _mm256_fmadd_ps(b, w0, a[0]);
+                a[1] = _mm256_fmadd_ps(b, w1, a[1]);
+            }
+        }
+        let mut at = [x; NP];
+        for (p, &b) in at.iter_mut().zip(bases) {
+            *p = x.add(b);
+        }
+        let mut sets = [[[_mm256_setzero_ps(); 2]; NP]; S];
+        let mut w = w;
+        let mut groups = offsets.chunks_exact(S);
+        for group in &mut groups {
+            for (set, &off) in sets.iter_mut().zip(group) {
+                step::<NP>(set, w, &at, off);
+                w = w.add(CR);
+            }
+        }
+        for &off in groups.remainder() {
+            step::<NP>(&mut sets[0], w, &at, off);
+            w = w.add(CR);
+        }
+        let mut acc = sets[0];
+        for set in &sets[1..] {
+            for (a, b) in acc.iter_mut().zip(set) {
+                a[0] = _mm256_add_ps(a[0], b[0]);
+                a[1] = _mm256_add_ps(a[1], b[1]);
+            }
+        }
+        for (j, a) in acc.iter().enumerate() {
+            for (v, &s) in a.iter().enumerate() {
+                let p = tot.add(j * CR + 8 * v);
+                let y = if first {
+                    s
+                } else {
+                    _mm256_add_ps(_mm256_loadu_ps(p), s)
+                };
+                _mm256_storeu_ps(p, y);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::pointwise_conv::tests::check_kernel;
+
+    /// (batch, cin, h, w, cout, kernel, strides, dilation, pads_begin, pads_end)
+    type Case = (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        [usize; 2],
+        [usize; 2],
+        [usize; 2],
+        [usize; 2],
+        [usize; 2],
+    );
+
+    fn cases() -> Vec<Case> {
+        let s1 = [1, 1];
+        vec![
+            // ResNet's 3×3/2 and 7×7/2 stem, Inception's unpadded 3×3/2 and first convs (odd
+            // sizes, several chunks, ragged panels and last tiles).
+            (1, 20, 14, 14, 24, [3, 3], [2, 2], [1, 1], [1, 1], [1, 1]),
+            (1, 3, 23, 21, 8, [7, 7], [2, 2], [1, 1], [3, 3], [3, 3]),
+            (2, 24, 15, 15, 33, [3, 3], [2, 2], [1, 1], [0, 0], [0, 0]),
+            (1, 3, 19, 19, 32, [3, 3], [2, 2], [1, 1], [0, 0], [0, 0]),
+            (1, 32, 11, 11, 17, [3, 3], s1, [1, 1], [0, 0], [0, 0]),
+            (1, 33, 9, 10, 64, [3, 3], s1, [1, 1], [1, 1], [1, 1]),
+            // 5×5 and 7×1 / 1×7 'same', dilation, asymmetric pads, unequal strides, stride 3.
+            (1, 12, 9, 9, 20, [5, 5], s1, [1, 1], [2, 2], [2, 2]),
+            (2, 10, 8, 8, 16, [7, 1], s1, [1, 1], [3, 0], [3, 0]),
+            (1, 10, 8, 8, 16, [1, 7], s1, [1, 1], [0, 3], [0, 3]),
+            (1, 6, 10, 10, 6, [3, 3], s1, [2, 3], [2, 3], [2, 3]),
+            (2, 8, 7, 7, 13, [3, 3], s1, [1, 1], [0, 2], [2, 0]),
+            (1, 10, 12, 13, 7, [3, 3], [2, 1], [1, 1], [1, 0], [0, 1]),
+            (1, 5, 16, 17, 6, [5, 3], [3, 3], [1, 2], [2, 1], [1, 2]),
+            // 1×1 strided, one position, one input channel; 300 channels of a 3×1 (chunks).
+            (2, 20, 9, 11, 14, [1, 1], [2, 2], [1, 1], [0, 0], [0, 0]),
+            (1, 1, 1, 1, 4, [3, 3], s1, [1, 1], [1, 1], [1, 1]),
+            (2, 300, 5, 6, 7, [3, 1], s1, [1, 1], [1, 0], [1, 0]),
+        ]
+    }
+
+    #[test]
+    fn matches_f64_reference_every_level_and_thread_count() {
+        let geometries: Vec<_> = cases()
+            .into_iter()
+            .map(|(b, cin, h, w, cout, k, st, d, pb, pe)| {
+                ConvGeometry::new(b, cin, &[h, w], cout, &k, &st, &d, &pb, &pe, 1)
+                    .expect("valid case")
+            })
+            .collect();
+        assert!(geometries.iter().all(applies));
+        check_kernel(
+            &geometries,
+            130,
+            pack_weights,
+            scratch_len,
+            direct_channels_conv,
+            &[(1, 1), (2, 2), (2, 1), (3, 3)],
+        );
+    }
+
+    #[test]
+    fn strips_fit_the_totals_and_items_cover_every_tile_once() {
+        for (cout, hw, threads) in [(384, 17, 2), (32, 147, 2), (16, 3, 3), (2048, 7, 2)] {
+            let g = ConvGeometry::new(
+                1,
+                8,
+                &[hw, hw],
+                cout,
+                &[3, 3],
+                &[1, 1],
+                &[1, 1],
+                &[1, 1],
+                &[1, 1],
+                1,
+            )
+            .expect("geometry");
+            let l = Layout::new(&g);
+            assert!(l.totals_len() <= TOTALS_FLOATS + l.panels() * 8 * CR);
+            let split = Split::new(&l, threads);
+            let mut seen = vec![0u32; l.tiles() * l.panels()];
+            for i in 0..split.items() {
+                let it = split.item(&l, i);
+                assert!(
+                    it.t1 - it.t0 <= l.strip_tiles,
+                    "{cout} {hw}: strip too long"
+                );
+                for t in it.t0..it.t1 {
+                    for b in it.b0..it.b1 {
+                        seen[t * l.panels() + b] += 1;
+                    }
+                }
+            }
+            assert!(seen.iter().all(|&s| s == 1), "{cout} {hw} t{threads}");
+        }
+    }
+}
