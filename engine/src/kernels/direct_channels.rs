@@ -237,13 +237,11 @@ struct Item {
 struct Split {
     strips: usize,
     parts: usize,
-    panels_per_part: usize,
 }
 
 impl Split {
     fn new(l: &Layout, threads: usize) -> Split {
         let (tiles, panels) = (l.tiles(), l.panels());
-        let mut strips = tiles.div_ceil(l.strip_tiles);
         // Panels are split only to give every thread enough items (each part reads the
         // strip's input again); then, when the items do not divide among the threads, more
         // (shorter) strips, so that the workers finish together.
@@ -254,31 +252,27 @@ impl Split {
                 1
             }
         };
-        let items_for = |strips: usize| {
-            let per_part = panels.div_ceil(parts_for(strips));
-            strips * panels.div_ceil(per_part)
-        };
-        if !items_for(strips).is_multiple_of(threads) {
+        let mut strips = tiles.div_ceil(l.strip_tiles);
+        if !(strips * parts_for(strips)).is_multiple_of(threads) {
             strips = (strips.div_ceil(threads) * threads).min(tiles);
         }
-        let panels_per_part = panels.div_ceil(parts_for(strips));
         Split {
             strips,
-            parts: panels.div_ceil(panels_per_part),
-            panels_per_part,
+            parts: parts_for(strips),
         }
     }
     fn items(&self) -> usize {
         self.strips * self.parts
     }
     /// Item `i`: consecutive items share a strip (its input stays in cache); tiles spread
-    /// evenly over the strips.
+    /// evenly over the strips and panels over the parts (32 panels in 6 parts: 5, 5, 5, 5, 6,
+    /// 6 rather than five of 6 and one of 2, which left a worker idle at 2 threads).
     fn item(&self, l: &Layout, i: usize) -> Item {
         let (s, p) = (i / self.parts, i % self.parts);
-        let tiles = l.tiles();
+        let (tiles, panels) = (l.tiles(), l.panels());
         Item {
-            b0: p * self.panels_per_part,
-            b1: ((p + 1) * self.panels_per_part).min(l.panels()),
+            b0: p * panels / self.parts,
+            b1: (p + 1) * panels / self.parts,
             t0: s * tiles / self.strips,
             t1: (s + 1) * tiles / self.strips,
         }
