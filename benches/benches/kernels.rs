@@ -132,6 +132,14 @@ fn bench_convs(c: &mut Criterion) {
                 PackedConvWeights::with_direct(&g, &w, Some(&bias)).expect("pack"),
             ));
         }
+        // The direct kernel with its register tile across output channels (the default for
+        // ResNet-50's 3×3/2 convs, its stem and its 64-channel 3×3 at 56×56).
+        if engine::kernels::direct_channels::applies(&g) {
+            packs.push((
+                "direct_channels",
+                PackedConvWeights::with_direct_channels(&g, &w, Some(&bias)).expect("pack"),
+            ));
+        }
         // The 1×1 kernels over one image's im2col matrix (the default on maps of at most 64
         // outputs that the direct kernel and Winograd leave to im2col: the 3×3/2 to 7×7).
         if engine::kernels::unfolded_conv::applies(&g) {

@@ -62,12 +62,14 @@ pub fn applies(g: &ConvGeometry) -> bool {
 /// least [`MIN_K`] multiply-adds per output, and rounding the output channels up to whole
 /// 16-channel panels wastes little (at most [`MAX_CHANNEL_WASTE`]).
 ///
-/// Per conv alone against [`super::direct_conv`] (`engine profile`, 1 thread, 6 alternating
-/// runs, 28 Nov): ResNet-50's 3×3/2 at 28×28 0.89×, at 14×14 0.84×, its 512-channel 3×3/2
-/// (im2col before) 0.83×, 64→64 3×3 at 56×56 0.88×, the 7×7/2 stem 0.97×; Inception-v3's
-/// 288→384 3×3/2 0.88×, 96→96 3×3/2 0.77×, 192→320 and 192→192 3×3/2 0.80× and 0.70×, 1×7
-/// 0.88×, 7×1 0.955×, 1×3 and 3×1 at 8×8 0.90×, 5×5 0.92×, its 32→32 and 32→64 3×3 at
-/// 147×147 0.955× and 0.96×, the 3→32 3×3/2 first conv 0.97×.
+/// Per conv alone against the previous default (`engine profile`, 6 alternating runs, 28 Nov;
+/// `ENGINE_DIRECT_CHANNELS=off`), time at 1 / 2 threads: ResNet-50's 3×3/2 at 28×28 0.90 /
+/// 0.92, at 14×14 0.87 / 0.89, its 512-channel 3×3/2 to 7×7 (im2col before) 0.87 / 0.69, the
+/// 64-channel 3×3 at 56×56 0.94 / 0.91, the 7×7/2 stem 0.90 / 0.98; Inception-v3's 3→32
+/// 3×3/2 0.74 / 0.82, 32→32 and 32→64 3×3 at 147×147 0.91 / 0.94 and 0.96 / 0.97, 288→384
+/// 3×3/2 0.88 / 0.88, 96→96, 192→320 and 192→192 3×3/2 0.76, 0.80 and 0.69 at 1 thread, 5×5
+/// 0.91 / 0.71, 7×1 0.95 / 0.97, 1×7 0.875 / 0.95, 1×3 and 3×1 at 8×8 0.91. Where Winograd
+/// is the default it stays faster (64→96 at 35×35: this kernel 1.1×, 448→384 at 8×8 1.5×).
 pub fn worth_it(g: &ConvGeometry) -> bool {
     let cout = g.out_channels;
     applies(g)
@@ -660,6 +662,55 @@ mod tests {
             direct_channels_conv,
             &[(1, 1), (2, 2), (2, 1), (3, 3)],
         );
+    }
+
+    #[test]
+    fn picked_for_kernels_larger_than_1x1_with_whole_panels() {
+        use crate::kernels::conv::{ConvAlgo, PackedConvWeights};
+        let geom = |cin: usize, hw: usize, cout: usize, k: usize, s: usize, p: usize| {
+            ConvGeometry::new(
+                1,
+                cin,
+                &[hw, hw],
+                cout,
+                &[k, k],
+                &[s, s],
+                &[1, 1],
+                &[p, p],
+                &[p, p],
+                1,
+            )
+            .expect("geometry")
+        };
+        // ResNet-50's 3×3/2 convs and stem, Inception-v3's first conv (K = 27).
+        assert!(worth_it(&geom(128, 56, 128, 3, 2, 1)));
+        assert!(worth_it(&geom(512, 14, 512, 3, 2, 1)));
+        assert!(worth_it(&geom(3, 224, 64, 7, 2, 3)));
+        assert!(worth_it(&geom(3, 299, 32, 3, 2, 0)));
+        // 1×1 convs have their own kernels; one input channel of a 3×3 is too little work;
+        // 24 output channels would compute 32.
+        assert!(!worth_it(&geom(256, 56, 64, 1, 1, 0)));
+        assert!(!worth_it(&geom(1, 32, 16, 3, 1, 1)));
+        assert!(!worth_it(&geom(64, 32, 24, 3, 1, 1)));
+        assert!(worth_it(&geom(64, 32, 100, 3, 1, 1)));
+        // The default choice (unless overridden for A/B runs): this kernel for ResNet-50's
+        // 3×3/2 and 64-channel 3×3, Winograd where it applies with enough channels (stage 3's
+        // 256-channel 3×3).
+        if std::env::var_os("ENGINE_CONV_ALGO").is_some()
+            || std::env::var_os("ENGINE_DIRECT_CHANNELS").is_some()
+        {
+            return;
+        }
+        let algo = |g: ConvGeometry| {
+            let w = vec![0.01f32; g.weight_len()];
+            PackedConvWeights::new(&g, &w, None).expect("pack").algo()
+        };
+        assert_eq!(algo(geom(128, 56, 128, 3, 2, 1)), ConvAlgo::DirectChannels);
+        assert_eq!(algo(geom(64, 56, 64, 3, 1, 1)), ConvAlgo::DirectChannels);
+        assert!(matches!(
+            algo(geom(256, 14, 256, 3, 1, 1)),
+            ConvAlgo::Winograd(_)
+        ));
     }
 
     #[test]
