@@ -14,11 +14,11 @@
 //! 1. Padded convs copy the image once into a zero-padded buffer `cin × Hp × Wp`; unpadded
 //!    ones read the input where it lies. No phase split: broadcasts read any address.
 //! 2. A work item is a strip of position tiles × a range of 16-channel panels. For each chunk
-//!    of input channels (at most [`CHUNK_K`] multiply-adds per output, the blocked summation
+//!    of input channels (at most `CHUNK_K` = 128 multiply-adds per output, the blocked summation
 //!    of the other conv paths) the tile's input stays in L1 while every panel's weights
 //!    stream past it; partial sums wait in the worker's totals (`[positions][CR]` per panel).
 //! 3. After the last chunk the totals are transposed to output rows (8×8 blocks in registers,
-//!    [`super::pointwise_channels::store_rows`]) with bias, residual and activation, so each
+//!    `pointwise_channels::store_rows`) with bias, residual and activation, so each
 //!    output is written once, as runs of the NCHW plane.
 //!
 //! Each output is the same chunk sums added in the same order whatever the thread count or
@@ -59,8 +59,8 @@ pub fn applies(g: &ConvGeometry) -> bool {
 
 /// Whether the kernel should be the default for `g` (where Winograd is not chosen): it
 /// [`applies`], the kernel is larger than 1×1 (1×1 convs have their own kernels), there are at
-/// least [`MIN_K`] multiply-adds per output, and rounding the output channels up to whole
-/// 16-channel panels wastes little (at most [`MAX_CHANNEL_WASTE`]).
+/// least 27 (`MIN_K`) multiply-adds per output, and rounding the output channels up to whole
+/// 16-channel panels wastes little (at most 15%, `MAX_CHANNEL_WASTE`).
 ///
 /// Per conv alone against the previous default (`engine profile`, 6 alternating runs, 28 Nov;
 /// `ENGINE_DIRECT_CHANNELS=off`), time at 1 / 2 threads: ResNet-50's 3×3/2 at 28×28 0.90 /
