@@ -153,7 +153,14 @@ pub fn pointwise_channels_conv(
         let mut k0 = 0;
         while k0 < k {
             let depth = kc.min(k - k0);
+            // The next slice's weights, fetched into L2 a few lines per tile while this slice
+            // runs (they come cold from memory: 1–8 MiB per conv, each line used by few tiles).
+            let next = &w[(k0 + depth) * CR..(k0 + depth + kc.min(k - k0 - depth)) * CR];
+            let per_tile = next.len().div_ceil(tiles).next_multiple_of(16);
             for t in 0..tiles {
+                super::direct_channels::prefetch_l2(
+                    &next[(t * per_tile).min(next.len())..((t + 1) * per_tile).min(next.len())],
+                );
                 let width = PR.min(plane - t * PR);
                 slice_sums(
                     level,
