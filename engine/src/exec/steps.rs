@@ -15,7 +15,7 @@ use crate::kernels::elementwise::{
     BinOp,
 };
 use crate::kernels::gemm::{sgemm, GemmBackend};
-use crate::kernels::pool::{global_pool, pool, PoolGeometry, PoolKind};
+use crate::kernels::pool::{global_pool, PoolGeometry, PoolKind, PreparedPool};
 use crate::kernels::simd_level;
 use crate::kernels::vec_mat::{vec_mat, vec_mat_scratch_len};
 use crate::kernels::KernelError;
@@ -55,10 +55,7 @@ pub enum Kind {
         residual: Option<Span>,
         act: Activation,
     },
-    Pool {
-        geom: PoolGeometry,
-        kind: PoolKind,
-    },
+    Pool(Box<PreparedPool>),
     GlobalPool {
         planes: usize,
         plane: usize,
@@ -169,11 +166,11 @@ impl Step {
                 };
                 conv(geom, x, weights, r, *act, dst, &mut scratch[..self.scratch])
             }
-            Kind::Pool { geom, kind } => {
+            Kind::Pool(p) => {
                 let x = src(self
                     .input
                     .ok_or_else(|| KernelError("pool without input".into()))?)?;
-                pool(geom, *kind, x, dst)
+                p.run(x, dst)
             }
             Kind::GlobalPool { planes, plane, max } => {
                 let x = src(self
@@ -541,7 +538,8 @@ pub fn prepare(cx: &Ctx, node: &Node) -> Result<Option<Step>, KernelError> {
                     count_include_pad: a.count_include_pad,
                 },
             };
-            step(Some(x), Kind::Pool { geom, kind }, 0, 0)
+            let pool = PreparedPool::new(geom, kind, cx.threads)?;
+            step(Some(x), Kind::Pool(Box::new(pool)), 0, 0)
         }
         Op::GlobalAveragePool | Op::GlobalMaxPool => {
             let (Some(x), Some(xs)) = (input, inp(0).and_then(|i| cx.shape(i))) else {

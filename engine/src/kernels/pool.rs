@@ -95,32 +95,94 @@ pub fn pool_with(
     output: &mut [f32],
 ) -> Result<(), KernelError> {
     g.validate()?;
-    let (ip, op) = (g.in_plane(), g.out_plane());
-    let planes = g.batch * g.channels;
-    ensure!(
-        input.len() == planes * ip,
-        "pool input has {} values, expected {}",
-        input.len(),
-        planes * ip
-    );
-    ensure!(
-        output.len() == planes * op,
-        "pool output has {} values, expected {}",
-        output.len(),
-        planes * op
-    );
+    check_lengths(g, input, output)?;
     if output.is_empty() {
         return Ok(());
     }
     if g.in_spatial.len() == 2 {
         super::pool2d::pool_2d(g, kind, level, input, output);
     } else {
-        output
-            .par_chunks_mut(op)
-            .enumerate()
-            .for_each(|(p, out)| pool_plane_nd(g, kind, &input[p * ip..(p + 1) * ip], out));
+        pool_nd(g, kind, input, output);
     }
     Ok(())
+}
+
+/// A pooling op prepared once for its geometry (the executor builds one per node at load): a
+/// 2-D pool keeps its plan and one scratch per worker, so a run allocates nothing. Same
+/// results as [`pool`].
+pub struct PreparedPool {
+    geom: PoolGeometry,
+    kind: PoolKind,
+    /// The 2-D fast path's plan and scratch (other ranks walk every window tap).
+    fast: Option<super::pool2d::Prepared>,
+}
+
+impl std::fmt::Debug for PreparedPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedPool")
+            .field("geom", &self.geom)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PreparedPool {
+    /// Validates `g` and plans it for `kind`, with scratch for `threads` workers (the size of
+    /// the rayon pool [`PreparedPool::run`] is called in; with fewer, runs still work but the
+    /// extra workers allocate their own scratch).
+    pub fn new(g: PoolGeometry, kind: PoolKind, threads: usize) -> Result<Self, KernelError> {
+        g.validate()?;
+        let fast = (g.in_spatial.len() == 2)
+            .then(|| super::pool2d::Prepared::new(&g, kind, simd_level(), threads.max(1)));
+        Ok(PreparedPool {
+            geom: g,
+            kind,
+            fast,
+        })
+    }
+
+    pub fn geometry(&self) -> &PoolGeometry {
+        &self.geom
+    }
+
+    /// Pools `input` (`N × C × in_spatial`) into `output` (`N × C × out_spatial`).
+    pub fn run(&self, input: &[f32], output: &mut [f32]) -> Result<(), KernelError> {
+        check_lengths(&self.geom, input, output)?;
+        if output.is_empty() {
+            return Ok(());
+        }
+        match &self.fast {
+            Some(p) => p.run(input, output),
+            None => pool_nd(&self.geom, self.kind, input, output),
+        }
+        Ok(())
+    }
+}
+
+fn check_lengths(g: &PoolGeometry, input: &[f32], output: &[f32]) -> Result<(), KernelError> {
+    let planes = g.batch * g.channels;
+    ensure!(
+        input.len() == planes * g.in_plane(),
+        "pool input has {} values, expected {}",
+        input.len(),
+        planes * g.in_plane()
+    );
+    ensure!(
+        output.len() == planes * g.out_plane(),
+        "pool output has {} values, expected {}",
+        output.len(),
+        planes * g.out_plane()
+    );
+    Ok(())
+}
+
+/// Any rank: every window tap walked, plane by plane in parallel.
+fn pool_nd(g: &PoolGeometry, kind: PoolKind, input: &[f32], output: &mut [f32]) {
+    let (ip, op) = (g.in_plane(), g.out_plane());
+    output
+        .par_chunks_mut(op)
+        .enumerate()
+        .for_each(|(p, out)| pool_plane_nd(g, kind, &input[p * ip..(p + 1) * ip], out));
 }
 
 fn pool_plane_nd(g: &PoolGeometry, kind: PoolKind, x: &[f32], out: &mut [f32]) {
@@ -476,6 +538,89 @@ mod tests {
         for (i, g) in cases.iter().enumerate() {
             let x = rand_vec(g.batch * g.channels * g.in_plane(), i as u64);
             check_2d(g, &x, &format!("case {i}"));
+        }
+    }
+
+    /// The prepared pool (plan and per-worker scratch built once, as the executor uses it)
+    /// gives `pool`'s bits whatever the pool it runs in: as many workers as slots, fewer, more
+    /// (slots shared through their locks), windows taller than the stack row list, 3-D.
+    #[test]
+    fn prepared_pool_matches_pool_in_any_thread_pool() {
+        let mut cases = vec![
+            geom(
+                &[35, 35],
+                &[3, 3],
+                &[1, 1],
+                &[1, 1],
+                &[1, 1],
+                &[1, 1],
+                false,
+            ),
+            geom(
+                &[112, 112],
+                &[3, 3],
+                &[2, 2],
+                &[1, 1],
+                &[1, 1],
+                &[1, 1],
+                false,
+            ),
+            geom(
+                &[17, 17],
+                &[3, 3],
+                &[2, 2],
+                &[1, 1],
+                &[0, 0],
+                &[0, 0],
+                false,
+            ),
+            geom(
+                &[30, 9],
+                &[20, 3],
+                &[1, 1],
+                &[1, 1],
+                &[2, 1],
+                &[2, 1],
+                false,
+            ),
+            geom(
+                &[6, 7, 5],
+                &[3, 2, 2],
+                &[1, 2, 1],
+                &[1, 1, 1],
+                &[1, 0, 1],
+                &[1, 1, 0],
+                false,
+            ),
+        ];
+        cases[1].channels = 64;
+        for (i, g) in cases.into_iter().enumerate() {
+            let x = rand_vec(g.batch * g.channels * g.in_plane(), 50 + i as u64);
+            for kind in [
+                PoolKind::Max,
+                PoolKind::Avg {
+                    count_include_pad: false,
+                },
+            ] {
+                let mut want = vec![0.0; g.batch * g.channels * g.out_plane()];
+                pool(&g, kind, &x, &mut want).expect("pool");
+                let prepared = PreparedPool::new(g.clone(), kind, 2).expect("prepare");
+                for threads in [1, 2, 3] {
+                    for _ in 0..2 {
+                        let mut got = vec![f32::NAN; want.len()];
+                        with_threads(threads, || prepared.run(&x, &mut got)).expect("run");
+                        assert!(
+                            got.iter()
+                                .zip(&want)
+                                .all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "case {i} {kind:?} t{threads}"
+                        );
+                    }
+                }
+                let short = vec![0.0; x.len() - 1];
+                let mut out = vec![0.0; want.len()];
+                assert!(prepared.run(&short, &mut out).is_err(), "case {i}");
+            }
         }
     }
 
