@@ -1,8 +1,13 @@
 //! Runs a bound (and usually optimized) graph on the CPU.
 //!
 //! All f32 activations live in one arena laid out by the [`MemoryPlan`]; it is allocated once
-//! when the executor is built and reused by every run, so hot ops (those with a kernel in
-//! [`crate::kernels`]) allocate nothing per inference. Ops without a fast kernel go through
+//! when the executor is built and reused by every run, and hot ops (those with a kernel in
+//! [`crate::kernels`]) allocate nothing per inference: their plans (pool windows, Winograd's
+//! GEMM geometry) are built at load and their scratch comes from the executor (measured
+//! 28 Nov with a counting global allocator around a third `Session::run`: ResNet-50,
+//! ResNeXt-50 and Inception-v3 at 1 and 2 threads make 6 allocations, 4.7 KB, all of them the
+//! returned outputs; exceptions: grouped convs with over 1024 taps per group and pools of
+//! other than 2 spatial dims allocate small index lists). Ops without a fast kernel go through
 //! [`crate::ops::eval`]: their inputs are copied out of the arena into tensors and their outputs
 //! copied back, which costs allocations but keeps every op runnable. Non-f32 activations (shape
 //! arithmetic that could not be folded, integer inputs of node tests) are kept as tensors.

@@ -199,6 +199,10 @@ pub fn grouped_conv(
     )
 }
 
+/// Most taps per group whose offsets a call lists on the stack (ResNeXt-50's widest group,
+/// 32 channels × 3×3, has 288).
+const OFFS_ON_STACK: usize = 1024;
+
 /// One unit of parallel work: image `n`, group `grp`, output rows `oy0..oy0 + rows`.
 #[derive(Clone, Copy)]
 struct Item {
@@ -240,28 +244,42 @@ pub fn grouped_conv_with(
             .max((2 * threads).div_ceil(base).min(p.oh));
     let rows_per = p.oh.div_ceil(blocks);
     let chan_len = p.chan_len(rows_per);
-    // Tap offsets into an item's input copy, in the packed weights' tap order.
-    let mut offs = Vec::with_capacity(p.kg);
+    // Tap offsets into an item's input copy, in the packed weights' tap order: on the stack
+    // (a run allocates nothing) unless the group's taps outnumber it.
+    let mut offs_stack = [0usize; OFFS_ON_STACK];
+    let mut offs_heap = Vec::new();
+    let offs: &mut [usize] = if p.kg <= OFFS_ON_STACK {
+        &mut offs_stack[..p.kg]
+    } else {
+        offs_heap.resize(p.kg, 0);
+        &mut offs_heap
+    };
+    let mut taps = offs.iter_mut();
     for ci in 0..p.cin_g {
         for ky in 0..p.kh {
             for kx in 0..p.kw {
                 let (phase, shift) = ((kx * p.dw) % p.sw, (kx * p.dw) / p.sw);
-                offs.push(ci * chan_len + ky * p.dh * p.row_len + phase * p.wph + shift);
+                if let Some(o) = taps.next() {
+                    *o = ci * chan_len + ky * p.dh * p.row_len + phase * p.wph + shift;
+                }
             }
         }
     }
+    let offs: &[usize] = offs;
     let slice = k_slice(p.kg).max(1);
-    let mut items = Vec::with_capacity(base * blocks);
-    for n in 0..g.batch {
-        for grp in 0..g.group {
-            let mut oy0 = 0;
-            while oy0 < p.oh {
-                let rows = rows_per.min(p.oh - oy0);
-                items.push(Item { n, grp, oy0, rows });
-                oy0 += rows;
-            }
+    // Items: (image, group, block of `rows_per` output rows), in that order.
+    let row_blocks = p.oh.div_ceil(rows_per);
+    let item_count = base * row_blocks;
+    let item = |i: usize| -> Item {
+        let (ng, b) = (i / row_blocks, i % row_blocks);
+        let oy0 = b * rows_per;
+        Item {
+            n: ng / g.group,
+            grp: ng % g.group,
+            oy0,
+            rows: rows_per.min(p.oh - oy0),
         }
-    }
+    };
     let (in_plane, out_plane) = (p.ih * p.iw, p.oh * p.ow);
     let nblk = p.cout_g.div_ceil(CB);
     let out_ptr = SendPtr(output.as_mut_ptr());
@@ -335,7 +353,7 @@ pub fn grouped_conv_with(
                     block(
                         level,
                         w,
-                        &offs,
+                        offs,
                         slice,
                         buf.as_ptr(),
                         c.add(chans),
@@ -355,29 +373,32 @@ pub fn grouped_conv_with(
             }
         }
     };
-    let slots = (scratch.len() / slot).clamp(1, threads).min(items.len());
+    let slots = (scratch.len() / slot).clamp(1, threads).min(item_count);
     // The input copies' padding columns (and the stride-split temporary row) are zeroed once
     // per call here; `fill_input` writes only the data columns and zeroes whole pad rows.
     if slots <= 1 {
         scratch[..slot].fill(0.0);
-        for it in &items {
-            run_item(it, scratch);
+        for i in 0..item_count {
+            run_item(&item(i), scratch);
         }
         return;
     }
-    let bufs: Vec<&mut [f32]> = scratch[..slot * slots].chunks_mut(slot).collect();
     // Items are handed out dynamically (a shared counter), not striped: on a loaded machine a
     // descheduled thread then delays the op by one item, not by its whole share. Which thread
     // computes an item does not change its values.
     let next = std::sync::atomic::AtomicUsize::new(0);
-    bufs.into_par_iter().for_each(|buf| {
-        buf.fill(0.0);
-        loop {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(it) = items.get(i) else { break };
-            run_item(it, buf);
-        }
-    });
+    scratch[..slot * slots]
+        .par_chunks_mut(slot)
+        .for_each(|buf| {
+            buf.fill(0.0);
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= item_count {
+                    break;
+                }
+                run_item(&item(i), buf);
+            }
+        });
 }
 
 /// Copies the input rows of output rows `oy0..oy0 + rows` of one group (`img`: `cin_g` planes)

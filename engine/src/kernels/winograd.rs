@@ -100,6 +100,9 @@ pub struct WinogradWeights {
     packed: Vec<f32>,
     /// The GEMMs' bias (none: the conv's bias is added by the output transform).
     zeros: Vec<f32>,
+    /// The GEMMs' geometry for the tile count of the first call (a node always has the same
+    /// shape), kept so that a run allocates nothing (a `ConvGeometry` holds vectors).
+    gemm: std::sync::OnceLock<(usize, ConvGeometry)>,
 }
 
 impl WinogradWeights {
@@ -140,6 +143,21 @@ impl WinogradWeights {
             cin,
             packed: pointwise_conv::pack_weights(&g, &u),
             zeros: vec![0.0; a * a * cout],
+            gemm: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The element-wise GEMMs' geometry over `tiles` positions: the kept one when the tile
+    /// count is the first call's, otherwise built anew.
+    fn gemm(&self, tiles: usize) -> std::borrow::Cow<'_, ConvGeometry> {
+        let aa = self.tile.alpha() * self.tile.alpha();
+        let kept = self
+            .gemm
+            .get_or_init(|| (tiles, gemm_geometry(aa, self.cout, self.cin, tiles)));
+        if kept.0 == tiles {
+            std::borrow::Cow::Borrowed(&kept.1)
+        } else {
+            std::borrow::Cow::Owned(gemm_geometry(aa, self.cout, self.cin, tiles))
         }
     }
 
@@ -204,7 +222,7 @@ impl WinogradShape {
 pub fn winograd_scratch_len(w: &WinogradWeights, s: &WinogradShape, threads: usize) -> usize {
     let (th, tw) = s.tiles(w.tile);
     let a = w.tile.alpha();
-    let g = gemm_geometry(a * a, w.cout, w.cin, th * tw);
+    let g = w.gemm(th * tw);
     w.cin * s.v_stride(w.tile) + a * a * w.cout * th * tw + pointwise_conv::scratch_len(&g, threads)
 }
 
@@ -293,7 +311,7 @@ fn run<const M: usize, const A: usize>(
     assert!(bias.len() >= cout);
     let (vbuf, rest) = scratch.split_at_mut(cin * vs);
     let (mbuf, gemm_scratch) = rest.split_at_mut(aa * cout * tiles);
-    let g = gemm_geometry(aa, cout, cin, tiles);
+    let g = w.gemm(tiles);
     // V[ξ] row c (channel c of group ξ) starts at c·vs + ξ·tiles.
     let layout = InputLayout {
         image: 0,
