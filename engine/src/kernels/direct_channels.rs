@@ -203,27 +203,7 @@ pub fn scratch_len(g: &ConvGeometry, threads: usize) -> usize {
 /// lanes past the last channel), one after the other, so a chunk's weights for every panel
 /// are one sequential stream.
 pub fn pack_weights(g: &ConvGeometry, weights: &[f32]) -> Vec<f32> {
-    let l = Layout::new(g);
-    let ntaps = g.kernel_size();
-    let k = g.in_channels * ntaps;
-    let panels = l.panels();
-    let mut packed = vec![0.0f32; panels * k * CR];
-    let mut c0 = 0;
-    while c0 < g.in_channels {
-        let cc = l.chunk_ch.min(g.in_channels - c0);
-        let (k0, kc) = (c0 * ntaps, cc * ntaps);
-        for b in 0..panels {
-            let panel = &mut packed[k0 * CR * panels + b * kc * CR..][..kc * CR];
-            for r in 0..CR.min(g.out_channels - b * CR) {
-                let oc = b * CR + r;
-                for (kk, &v) in weights[oc * k + k0..oc * k + k0 + kc].iter().enumerate() {
-                    panel[kk * CR + r] = v;
-                }
-            }
-        }
-        c0 += cc;
-    }
-    packed
+    super::direct_conv::pack_chunked_panels(g, weights, Layout::new(g).chunk_ch, CR)
 }
 
 /// One unit of parallel work: panels `b0..b1` × position tiles `t0..t1`.
@@ -537,6 +517,7 @@ unsafe fn tile_sums(
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{CR, PR};
+    use crate::kernels::pointwise_channels::avx2::merge_into_totals;
     use std::arch::x86_64::*;
 
     /// [`super::tile_sums`] in AVX2, the tile's width a const parameter so a ragged last tile
@@ -612,24 +593,7 @@ mod avx2 {
             step::<NP>(&mut sets[0], w, &at, off);
             w = w.add(CR);
         }
-        let mut acc = sets[0];
-        for set in &sets[1..] {
-            for (a, b) in acc.iter_mut().zip(set) {
-                a[0] = _mm256_add_ps(a[0], b[0]);
-                a[1] = _mm256_add_ps(a[1], b[1]);
-            }
-        }
-        for (j, a) in acc.iter().enumerate() {
-            for (v, &s) in a.iter().enumerate() {
-                let p = tot.add(j * CR + 8 * v);
-                let y = if first {
-                    s
-                } else {
-                    _mm256_add_ps(_mm256_loadu_ps(p), s)
-                };
-                _mm256_storeu_ps(p, y);
-            }
-        }
+        merge_into_totals(&sets, first, tot);
     }
 }
 

@@ -330,21 +330,33 @@ pub fn scratch_len(g: &ConvGeometry, threads: usize) -> usize {
 /// chunk's weights for every block of output channels are then one sequential stream, which
 /// is how the kernel reads them (in a model they come cold from memory).
 pub fn pack_weights(g: &ConvGeometry, weights: &[f32]) -> Vec<f32> {
+    pack_chunked_panels(g, weights, Layout::new(g).chunk_ch, MR)
+}
+
+/// Packs OIHW weights chunk by chunk of `chunk` input channels: within a chunk,
+/// `ceil(cout / width)` panels of `cc·kh·kw × width` floats (k-major, output channel minor,
+/// zero lanes past the last channel), one after the other. Shared by the two direct kernels
+/// (panels of [`MR`] channels here, of 16 in [`super::direct_channels`]).
+pub(crate) fn pack_chunked_panels(
+    g: &ConvGeometry,
+    weights: &[f32],
+    chunk: usize,
+    width: usize,
+) -> Vec<f32> {
     let ntaps = g.kernel_size();
     let k = g.in_channels * ntaps;
-    let blocks = g.out_channels.div_ceil(MR);
-    let chunk = Layout::new(g).chunk_ch;
-    let mut packed = vec![0.0f32; blocks * k * MR];
+    let blocks = g.out_channels.div_ceil(width);
+    let mut packed = vec![0.0f32; blocks * k * width];
     let mut c0 = 0;
     while c0 < g.in_channels {
         let cc = chunk.min(g.in_channels - c0);
         let (k0, kc) = (c0 * ntaps, cc * ntaps);
         for b in 0..blocks {
-            let panel = &mut packed[k0 * MR * blocks + b * kc * MR..][..kc * MR];
-            for r in 0..MR.min(g.out_channels - b * MR) {
-                let oc = b * MR + r;
+            let panel = &mut packed[k0 * width * blocks + b * kc * width..][..kc * width];
+            for r in 0..width.min(g.out_channels - b * width) {
+                let oc = b * width + r;
                 for (kk, &v) in weights[oc * k + k0..oc * k + k0 + kc].iter().enumerate() {
-                    panel[kk * MR + r] = v;
+                    panel[kk * width + r] = v;
                 }
             }
         }

@@ -344,7 +344,7 @@ pub(crate) fn store_rows(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use super::{CR, PR};
     use crate::ir::Activation;
     use crate::kernels::pointwise_conv::avx2::mask;
@@ -415,6 +415,21 @@ mod avx2 {
             w = w.add(CR);
             x = x.add(PR);
         }
+        merge_into_totals(&sets, first, tot);
+    }
+
+    /// Adds the `S` accumulator sets of an `NP`-position × 16-channel tile (in set order) and
+    /// stores (`first`) or adds the sums into `tot` (`[positions][CR]`). Shared with
+    /// [`crate::kernels::direct_channels`]'s tile.
+    ///
+    /// # Safety
+    /// Requires AVX2 (inlined into AVX2 code); `tot` holds `NP·CR` floats.
+    #[inline(always)]
+    pub(crate) unsafe fn merge_into_totals<const NP: usize, const S: usize>(
+        sets: &[[[__m256; 2]; NP]; S],
+        first: bool,
+        tot: *mut f32,
+    ) {
         let mut acc = sets[0];
         for set in &sets[1..] {
             for (a, b) in acc.iter_mut().zip(set) {
