@@ -48,10 +48,11 @@ const _: () = assert!(MAX_TAPS <= CHUNK_K);
 const TOTALS_FLOATS: usize = 32 * 1024;
 
 /// Whether [`direct_channels_conv`] can compute `g`: 2-D, one group, at most [`MAX_TAPS`]
-/// taps.
+/// taps, some input channels (with none, the sums would be the totals' stale values).
 pub fn applies(g: &ConvGeometry) -> bool {
     g.in_spatial.len() == 2
         && g.group == 1
+        && g.in_channels > 0
         && g.kernel_size() <= MAX_TAPS
         && g.out_plane() > 0
         && g.out_channels > 0
@@ -691,6 +692,8 @@ mod tests {
         assert!(!worth_it(&geom(1, 32, 16, 3, 1, 1)));
         assert!(!worth_it(&geom(64, 32, 24, 3, 1, 1)));
         assert!(worth_it(&geom(64, 32, 100, 3, 1, 1)));
+        // No input channels: left to the paths that write the bias alone.
+        assert!(!applies(&geom(0, 8, 16, 3, 1, 1)));
         // The default choice (unless overridden for A/B runs): this kernel for ResNet-50's
         // 3×3/2 and 64-channel 3×3, Winograd where it applies with enough channels (stage 3's
         // 256-channel 3×3).
