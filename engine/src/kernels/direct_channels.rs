@@ -27,7 +27,7 @@
 use super::conv::ConvGeometry;
 use super::cpu_features::{detected_simd_level, SimdLevel};
 use super::gemm::SendPtr;
-use super::pointwise_channels::store_rows;
+use super::pointwise_channels::{merge_part_into_totals, store_rows};
 use crate::ir::Activation;
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -508,11 +508,7 @@ unsafe fn tile_sums(
             }
         }
     }
-    for (pj, tj) in part.iter().zip(tot.chunks_exact_mut(CR)).take(width) {
-        for (&s, t) in pj.iter().zip(tj) {
-            *t = if first { s } else { *t + s };
-        }
-    }
+    merge_part_into_totals(&part, width, first, tot);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -601,21 +597,8 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::direct_conv::tests::Case;
     use crate::kernels::pointwise_conv::tests::check_kernel;
-
-    /// (batch, cin, h, w, cout, kernel, strides, dilation, pads_begin, pads_end)
-    type Case = (
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        [usize; 2],
-        [usize; 2],
-        [usize; 2],
-        [usize; 2],
-        [usize; 2],
-    );
 
     fn cases() -> Vec<Case> {
         let s1 = [1, 1];

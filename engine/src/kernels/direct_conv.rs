@@ -1117,14 +1117,15 @@ mod avx2 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::kernels::conv::{conv, conv_scratch_len, ConvGemm, PackedConvWeights};
     use crate::kernels::gemm::GemmBackend;
     use crate::kernels::test_util::{interleaved_best, rand_vec, with_threads};
 
-    /// (batch, cin, h, w, cout, kernel, strides, dilation, pads_begin, pads_end)
-    type Case = (
+    /// (batch, cin, h, w, cout, kernel, strides, dilation, pads_begin, pads_end); shared with
+    /// the channel-wide direct kernel's tests.
+    pub(crate) type Case = (
         usize,
         usize,
         usize,

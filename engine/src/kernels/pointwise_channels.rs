@@ -276,6 +276,18 @@ fn slice_sums(
             }
         }
     }
+    merge_part_into_totals(&part, width, first, tot);
+}
+
+/// Stores (`first`) or adds the first `width` positions of a tile's partial sums into `tot`
+/// (`[positions][CR]`): the portable form of [`avx2::merge_into_totals`], shared with
+/// [`super::direct_channels`].
+pub(crate) fn merge_part_into_totals(
+    part: &[[f32; CR]; PR],
+    width: usize,
+    first: bool,
+    tot: &mut [f32],
+) {
     for (pj, tj) in part.iter().zip(tot.chunks_exact_mut(CR)).take(width) {
         for (&s, t) in pj.iter().zip(tj) {
             *t = if first { s } else { *t + s };
