@@ -1,6 +1,7 @@
 //! Kernel benchmarks: every distinct ResNet-50 convolution shape (batch 1, 224²) through each
 //! GEMM the conv can use and, for the stride-1 3×3 ones, Winograd F(2×2) and F(4×4);
-//! conv-shaped GEMMs through both crates, and the FC-layer GEMV. Whole models: `benches/models.rs`.
+//! conv-shaped GEMMs through both crates, and the FC-layer GEMV; Inception-v3's sibling 1×1
+//! heads one by one and as one group call. Whole models: `benches/models.rs`.
 //!
 //! Throughput is reported in elements/s where one element is one FLOP (2 per multiply-add), so
 //! criterion's "Gelem/s" reads as GFLOP/s. Run:
@@ -246,5 +247,95 @@ fn bench_gemm(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_convs, bench_gemm);
+/// (name, in channels, H=W, the sibling heads' out channels): Inception-v3's 1×1 branch heads.
+const INCEPTION_SIBLINGS: &[(&str, usize, usize, &[usize])] = &[
+    ("mixed_5c_35x35", 256, 35, &[64, 48, 64]),
+    ("mixed_6c_17x17", 768, 17, &[192, 160, 160]),
+    ("mixed_7b_8x8", 1280, 8, &[320, 384, 448]),
+];
+
+fn bench_sibling_groups(c: &mut Criterion) {
+    use engine::kernels::pointwise_conv::{pack_weights, pointwise_conv, scratch_len};
+    use engine::kernels::pointwise_group::{Member, PointwiseGroup};
+    let level = engine::kernels::simd_level();
+    let pool = pool();
+    let mut group = c.benchmark_group(format!("pointwise_group_t{}", threads()));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500));
+    for &(name, cin, hw, couts) in INCEPTION_SIBLINGS {
+        let geoms: Vec<ConvGeometry> = couts
+            .iter()
+            .map(|&co| {
+                ConvGeometry::new(
+                    1,
+                    cin,
+                    &[hw, hw],
+                    co,
+                    &[1, 1],
+                    &[1, 1],
+                    &[1, 1],
+                    &[0, 0],
+                    &[0, 0],
+                    1,
+                )
+                .expect("geometry")
+            })
+            .collect();
+        let x = values(geoms[0].input_len(), 1);
+        let packed: Vec<Vec<f32>> = geoms
+            .iter()
+            .map(|g| pack_weights(g, &values(g.weight_len(), 2)))
+            .collect();
+        let biases: Vec<Vec<f32>> = geoms.iter().map(|g| values(g.out_channels, 3)).collect();
+        let mut outs: Vec<Vec<f32>> = geoms.iter().map(|g| vec![0.0; g.output_len()]).collect();
+        let flops: u64 = geoms.iter().map(|g| 2 * g.macs()).sum();
+        group.throughput(Throughput::Elements(flops));
+        let mut scratch = vec![0.0f32; scratch_len(&geoms[0], threads()) * 4];
+        group.bench_function(BenchmarkId::new(name, "one_by_one"), |b| {
+            b.iter(|| {
+                pool.install(|| {
+                    for (m, g) in geoms.iter().enumerate() {
+                        let s = &mut scratch[..scratch_len(g, threads())];
+                        pointwise_conv(
+                            level,
+                            g,
+                            black_box(&x),
+                            &packed[m],
+                            &biases[m],
+                            None,
+                            Activation::Relu,
+                            &mut outs[m],
+                            s,
+                        );
+                    }
+                })
+            })
+        });
+        let members: Vec<Member> = (0..geoms.len())
+            .map(|m| Member {
+                geom: &geoms[m],
+                packed: &packed[m],
+                bias: &biases[m],
+                act: Activation::Relu,
+            })
+            .collect();
+        let sib = PointwiseGroup::new(&members).expect("group");
+        let mut scratch = vec![0.0f32; sib.scratch_len(threads())];
+        group.bench_function(BenchmarkId::new(name, "group"), |b| {
+            b.iter(|| {
+                pool.install(|| {
+                    let mut refs: Vec<&mut [f32]> =
+                        outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+                    sib.run(level, black_box(&x), &mut refs, &mut scratch)
+                        .expect("group")
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_convs, bench_gemm, bench_sibling_groups);
 criterion_main!(benches);

@@ -24,7 +24,7 @@ use crate::tensor::{DType, Tensor};
 
 use super::aligned::AlignedFloats;
 use super::plan::MemoryPlan;
-use super::steps::{prepare, Ctx, Span, Step};
+use super::steps::{group_siblings, prepare, Ctx, Kind, Span, Step};
 
 /// A backend that runs one prepared graph. The CPU executor implements it; a GPU backend plugs
 /// into [`crate::session::Session`] through the same trait.
@@ -210,6 +210,11 @@ impl CpuExecutor {
                 graph.constants.remove(&id);
             }
         }
+        // Sibling 1×1 convs of one input as one call (`ENGINE_POINTWISE_GROUPS=off` keeps
+        // them apart, for A/B runs).
+        if !std::env::var("ENGINE_POINTWISE_GROUPS").is_ok_and(|v| v == "off") {
+            group_siblings(&mut steps, threads).map_err(|e| Error::Model(e.0))?;
+        }
         let packed_bytes = steps.iter().flatten().map(Step::packed_bytes).sum();
         let constant_bytes = graph.parameter_totals().1;
         let scratch_len = steps.iter().flatten().map(|s| s.scratch).max().unwrap_or(0);
@@ -251,6 +256,19 @@ impl CpuExecutor {
     pub fn kernel_nodes(&self) -> usize {
         self.state.kernel_nodes()
     }
+
+    /// Nodes that run inside a group of sibling 1×1 convs (one kernel call per group).
+    pub fn grouped_nodes(&self) -> usize {
+        self.state
+            .steps
+            .iter()
+            .flatten()
+            .map(|s| match &s.kind {
+                Kind::PointwiseGroup { members, .. } => members.len(),
+                _ => 0,
+            })
+            .sum()
+    }
 }
 
 impl State {
@@ -273,13 +291,33 @@ impl State {
             let start = trace.as_ref().map(|_| Instant::now());
             let (allocated, macs) = self.run_node(i)?;
             if let (Some(tr), Some(start)) = (trace.as_deref_mut(), start) {
-                tr.push(NodeTrace {
-                    node: i,
-                    elapsed: start.elapsed(),
-                    allocated_bytes: allocated as u64,
-                    live_bytes: self.live_after.get(i).copied().unwrap_or(0) as u64,
-                    macs_executed: macs,
-                });
+                let elapsed = start.elapsed();
+                let live = |node: usize| self.live_after.get(node).copied().unwrap_or(0) as u64;
+                match self.steps[i].as_ref().map(|s| &s.kind) {
+                    // One call ran every sibling: each gets its share of the time by
+                    // multiply-adds (they share the input and the kernel).
+                    Some(Kind::PointwiseGroup { members, .. }) => {
+                        let total = members.iter().map(|m| m.1).sum::<u64>().max(1);
+                        for &(node, node_macs) in members {
+                            tr.push(NodeTrace {
+                                node,
+                                elapsed: elapsed.mul_f64(node_macs as f64 / total as f64),
+                                allocated_bytes: 0,
+                                live_bytes: live(node),
+                                macs_executed: node_macs,
+                            });
+                        }
+                    }
+                    // Traced with its group's first step.
+                    Some(Kind::InGroup) => {}
+                    _ => tr.push(NodeTrace {
+                        node: i,
+                        elapsed,
+                        allocated_bytes: allocated as u64,
+                        live_bytes: live(i),
+                        macs_executed: macs,
+                    }),
+                }
             }
         }
         self.graph

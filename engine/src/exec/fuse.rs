@@ -7,6 +7,10 @@
 //! - Conv [+ Add of a same-shape residual] [+ Relu | Clip | LeakyRelu] becomes one
 //!   [`Op::FusedConv`], so the epilogue happens while the conv output is still in cache.
 //!
+//! - 1×1 convs that read the same input (Inception's branch heads) are moved next to each
+//!   other, right after the first of them, so that the executor can run them as one kernel
+//!   call ([`crate::kernels::pointwise_group`]). Only the order changes.
+//!
 //! Graph input and output *names* never change; fused nodes keep the original ONNX nodes in
 //! `origin` (head first) so per-node reports can name them.
 
@@ -24,6 +28,7 @@ pub fn optimize(graph: &Graph) -> Result<Graph> {
     remove_identities(&mut g);
     fold_batchnorm(&mut g)?;
     fuse_conv_epilogues(&mut g);
+    cluster_sibling_pointwise(&mut g);
     drop_unused_constants(&mut g);
     Ok(g)
 }
@@ -58,6 +63,66 @@ fn replace_uses(g: &mut Graph, from: ValueId, to: ValueId) {
                 *id = to;
             }
         }
+    }
+}
+
+/// The input a node reads as a candidate sibling 1×1 conv: an unpadded 1×1 conv with one
+/// group, constant weights (and bias), no residual and an activation the 1×1 kernel's tile
+/// applies. The executor checks the rest (same strides and shapes, its kernel chosen).
+fn sibling_pointwise_input(g: &Graph, node: &Node) -> Option<ValueId> {
+    let (attrs, act) = match &node.op {
+        Op::Conv(a) => (a, Activation::None),
+        Op::FusedConv {
+            conv,
+            activation,
+            has_residual: false,
+        } => (conv, *activation),
+        _ => return None,
+    };
+    let tile_act = matches!(
+        act,
+        Activation::None | Activation::Relu | Activation::Clip(..)
+    );
+    let w = node.inputs.get(1).copied().flatten()?;
+    let w_shape = g.value(w).fixed_shape()?;
+    let one_by_one = w_shape.len() >= 3 && w_shape[2..].iter().all(|&k| k == 1);
+    let unpadded = attrs.pads.iter().all(|&p| p == 0)
+        && matches!(
+            attrs.auto_pad,
+            crate::ir::AutoPad::NotSet | crate::ir::AutoPad::Valid
+        );
+    let consts = node.inputs[1..]
+        .iter()
+        .flatten()
+        .all(|&id| g.is_constant(id));
+    let x = node.inputs.first().copied().flatten()?;
+    (tile_act && one_by_one && unpadded && attrs.group == 1 && consts && !g.is_constant(x))
+        .then_some(x)
+}
+
+/// Moves every candidate sibling 1×1 conv (see [`sibling_pointwise_input`]) of an input up to
+/// just after the previous one, so siblings run back to back. A sibling reads only that input
+/// (produced before the first sibling) and constants, so the order stays topological; its
+/// output is produced earlier, which keeps it alive a little longer (Inception-v3: the
+/// branch heads' outputs, 35×35 or smaller).
+fn cluster_sibling_pointwise(g: &mut Graph) {
+    let mut i = 0;
+    while i < g.nodes.len() {
+        let Some(x) = sibling_pointwise_input(g, &g.nodes[i]) else {
+            i += 1;
+            continue;
+        };
+        let mut last = i;
+        let mut k = i + 1;
+        while k < g.nodes.len() {
+            if sibling_pointwise_input(g, &g.nodes[k]) == Some(x) {
+                let node = g.nodes.remove(k);
+                g.nodes.insert(last + 1, node);
+                last += 1;
+            }
+            k += 1;
+        }
+        i = last + 1;
     }
 }
 

@@ -15,6 +15,7 @@ use crate::kernels::elementwise::{
     BinOp,
 };
 use crate::kernels::gemm::{sgemm, GemmBackend};
+use crate::kernels::pointwise_group::{can_join, Member, PointwiseGroup, MAX_MEMBERS};
 use crate::kernels::pool::{global_pool, PoolGeometry, PoolKind, PreparedPool};
 use crate::kernels::simd_level;
 use crate::kernels::vec_mat::{vec_mat, vec_mat_scratch_len};
@@ -85,6 +86,17 @@ pub enum Kind {
     },
     /// Same data, new shape (Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout).
     Copy,
+    /// Sibling 1×1 convs of one input run as one kernel call (see
+    /// [`crate::kernels::pointwise_group`]), at the first sibling's step: member `m` writes
+    /// `outputs[m]`. `members` lists each member's node and multiply-adds, so that a profiled
+    /// run can split the call's time between them.
+    PointwiseGroup {
+        group: Box<PointwiseGroup>,
+        outputs: Vec<Span>,
+        members: Vec<(usize, u64)>,
+    },
+    /// A sibling whose output its group's first step already wrote: nothing to run.
+    InGroup,
     /// Concatenation: `outer` blocks, each made of every input's `inner_len` run in order.
     /// Parts planned inside the output (`None`: the producer already wrote them there) are
     /// skipped.
@@ -134,6 +146,7 @@ impl Step {
     pub fn packed_bytes(&self) -> usize {
         4 * match &self.kind {
             Kind::Conv { weights, .. } => weights.packed_floats(),
+            Kind::PointwiseGroup { group, .. } => group.packed_floats(),
             Kind::Gemm { b, bias, .. } => b.len() + bias.as_ref().map_or(0, Vec::len),
             Kind::Affine { scale, shift, .. } => scale.len() + shift.len(),
             Kind::Binary {
@@ -146,6 +159,16 @@ impl Step {
 
     /// Runs the step on the arena. `scratch` holds at least `self.scratch` floats.
     pub fn run(&self, arena: &mut [f32], scratch: &mut [f32]) -> Result<(), KernelError> {
+        match &self.kind {
+            Kind::InGroup => return Ok(()),
+            Kind::PointwiseGroup { group, outputs, .. } => {
+                let x = self
+                    .input
+                    .ok_or_else(|| KernelError("pointwise group without input".into()))?;
+                return run_group(group, arena, x, outputs, &mut scratch[..self.scratch]);
+            }
+            _ => {}
+        }
         let out = self.output;
         let in_place = self.input == Some(out);
         let (left, dst, right) = split(arena, out);
@@ -305,6 +328,9 @@ impl Step {
                 }
                 Ok(())
             }
+            Kind::PointwiseGroup { .. } | Kind::InGroup => Err(KernelError(
+                "pointwise group step run as a single output".into(),
+            )),
             Kind::Concat { outer, parts } => {
                 let total: usize = parts.iter().map(|p| p.1).sum();
                 let mut offset = 0;
@@ -322,6 +348,128 @@ impl Step {
             }
         }
     }
+}
+
+/// Runs a sibling group: carves the arena into the input (read) and each member's output
+/// (written) without unsafe code; every place must be disjoint from the others.
+fn run_group(
+    group: &PointwiseGroup,
+    arena: &mut [f32],
+    input: Span,
+    outputs: &[Span],
+    scratch: &mut [f32],
+) -> Result<(), KernelError> {
+    const N: usize = MAX_MEMBERS + 1;
+    if outputs.len() > MAX_MEMBERS {
+        return Err(KernelError("pointwise group: too many outputs".into()));
+    }
+    // Places in arena order: (start, len, which: 0 = input, m + 1 = output m).
+    let mut places = [(0usize, 0usize, 0usize); N];
+    places[0] = (input.start, input.len, 0);
+    for (m, o) in outputs.iter().enumerate() {
+        places[m + 1] = (o.start, o.len, m + 1);
+    }
+    let places = &mut places[..outputs.len() + 1];
+    places.sort_unstable();
+    let mut x: &[f32] = &[];
+    let mut outs: [&mut [f32]; MAX_MEMBERS] = Default::default();
+    let mut rest = arena;
+    let mut at = 0;
+    for &(start, len, which) in places.iter() {
+        if start < at || start + len > at + rest.len() {
+            return Err(KernelError(
+                "pointwise group: overlapping or misplaced buffers".into(),
+            ));
+        }
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(start - at);
+        let (piece, tail) = tail.split_at_mut(len);
+        rest = tail;
+        at = start + len;
+        match which {
+            0 => x = piece,
+            m => outs[m - 1] = piece,
+        }
+    }
+    group.run(simd_level(), x, &mut outs[..outputs.len()], scratch)
+}
+
+/// Merges runs of consecutive steps that are 1×1 convs of the same input (the graph rewrite
+/// `fuse::cluster_sibling_pointwise` puts siblings next to each other) into one
+/// [`Kind::PointwiseGroup`] step at the first; the others become [`Kind::InGroup`]. Writing
+/// the later siblings' outputs early is safe because nothing but the shared input (read by
+/// all of them, so alive until the last) dies or is produced between them.
+pub fn group_siblings(steps: &mut [Option<Step>], threads: usize) -> Result<(), KernelError> {
+    let joinable = |s: &Option<Step>| -> Option<Span> {
+        let s = s.as_ref()?;
+        match &s.kind {
+            Kind::Conv {
+                geom,
+                weights,
+                residual: None,
+                act,
+            } if weights.pointwise_parts().is_some() && can_join(geom, *act) => s.input,
+            _ => None,
+        }
+    };
+    let mut i = 0;
+    while i < steps.len() {
+        let Some(x) = joinable(&steps[i]) else {
+            i += 1;
+            continue;
+        };
+        let mut end = i + 1;
+        while end < steps.len() && end - i < MAX_MEMBERS && joinable(&steps[end]) == Some(x) {
+            end += 1;
+        }
+        if end - i >= 2 {
+            let group = {
+                let members: Vec<Member> = steps[i..end]
+                    .iter()
+                    .flatten()
+                    .filter_map(|s| match &s.kind {
+                        Kind::Conv {
+                            geom, weights, act, ..
+                        } => {
+                            let (packed, bias) = weights.pointwise_parts()?;
+                            Some(Member {
+                                geom,
+                                packed,
+                                bias,
+                                act: *act,
+                            })
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                PointwiseGroup::new(&members)
+            };
+            // Members whose inputs differ in shape (not expected: one input) stay apart.
+            if let Ok(group) = group {
+                let outputs: Vec<Span> = steps[i..end].iter().flatten().map(|s| s.output).collect();
+                let members: Vec<(usize, u64)> = steps[i..end]
+                    .iter()
+                    .flatten()
+                    .zip(i..end)
+                    .map(|(s, node)| (node, s.macs))
+                    .collect();
+                let scratch = group.scratch_len(threads);
+                for s in steps[i + 1..end].iter_mut().flatten() {
+                    s.kind = Kind::InGroup;
+                    s.scratch = 0;
+                }
+                if let Some(first) = steps[i].as_mut() {
+                    first.kind = Kind::PointwiseGroup {
+                        group: Box::new(group),
+                        outputs,
+                        members,
+                    };
+                    first.scratch = scratch;
+                }
+            }
+        }
+        i = end;
+    }
+    Ok(())
 }
 
 /// What `prepare` needs to know about values.

@@ -668,6 +668,12 @@ impl PackedConvWeights {
         self.algo
     }
 
+    /// The 1×1 kernel's packed weights and the bias, with [`ConvAlgo::PointwiseDirect`] only:
+    /// sibling convs merge them into one call (see [`super::pointwise_group`]).
+    pub fn pointwise_parts(&self) -> Option<(&[f32], &[f32])> {
+        (self.algo == ConvAlgo::PointwiseDirect).then_some((&self.raw[..], &self.bias[..]))
+    }
+
     /// The GEMM chosen at packing.
     pub fn gemm(&self) -> ConvGemm {
         self.gemm

@@ -24,6 +24,7 @@ pub mod im2col;
 pub mod packed_gemm;
 pub mod pointwise_channels;
 pub mod pointwise_conv;
+pub mod pointwise_group;
 pub mod pool;
 mod pool2d;
 pub mod unfolded_conv;

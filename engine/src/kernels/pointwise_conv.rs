@@ -296,24 +296,86 @@ pub(crate) fn pointwise_with_layout(
     output: &mut [f32],
     scratch: &mut [f32],
 ) {
+    assert!(output.len() >= g.output_len());
+    if let Some(r) = residual {
+        assert!(r.len() >= g.output_len());
+    }
+    if g.cin_per_group() == 0 || g.out_plane() == 0 {
+        without_inputs(g, bias, residual, act, output);
+        return;
+    }
+    let out = Outputs::One(SendPtr(output.as_mut_ptr()));
+    pointwise_impl(
+        level, g, input, layout, packed, bias, residual, act, out, scratch,
+    )
+}
+
+/// Where a call's output panels go: one NCHW tensor (channel `c` of image `n` at
+/// `(n·cout + c)·plane`), or a group's separate tensors ([`PanelTarget`] per panel).
+#[derive(Clone, Copy)]
+pub(crate) enum Outputs<'a> {
+    One(SendPtr<f32>),
+    Group {
+        panels: &'a [PanelTarget],
+        /// Per member: its output's first float and its channel count.
+        members: &'a [(SendPtr<f32>, usize)],
+    },
+}
+
+/// Where panel `b` of a group's merged weights goes: `rows` channels from channel `first` of
+/// member `member`'s output, with that member's activation (one the tile applies).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PanelTarget {
+    pub member: usize,
+    pub first: usize,
+    pub rows: usize,
+    pub act: Activation,
+}
+
+/// The kernel behind [`pointwise_with_layout`] and the sibling groups of
+/// [`super::pointwise_group`]. With [`Outputs::Group`] there is no residual and every
+/// activation is one the tile applies (the group checks both); the caller has checked the
+/// outputs' lengths.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pointwise_impl(
+    level: SimdLevel,
+    g: &ConvGeometry,
+    input: &[f32],
+    layout: InputLayout,
+    packed: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    act: Activation,
+    outputs: Outputs<'_>,
+    scratch: &mut [f32],
+) {
     assert!(applies(g), "pointwise_conv: not a 1×1 unpadded conv");
     assert!(
         scratch.len() >= slot_len(g),
         "pointwise_conv: scratch too short"
     );
-    assert!(input.len() >= layout.end(g) && output.len() >= g.output_len());
+    assert!(input.len() >= layout.end(g));
     assert!(packed.len() >= packed_len(g) && bias.len() >= g.out_channels);
-    if let Some(r) = residual {
-        assert!(r.len() >= g.output_len());
+    if let Outputs::Group { panels, members } = outputs {
+        assert!(residual.is_none() && g.group == 1);
+        assert!(panels.len() >= g.cout_per_group().div_ceil(MR));
+        assert!(panels.iter().all(|t| t.member < members.len()
+            && t.first + t.rows <= members[t.member].1
+            && t.rows <= MR
+            && matches!(
+                t.act,
+                Activation::None | Activation::Relu | Activation::Clip(..)
+            )));
     }
     let level = level.min(detected_simd_level());
     let threads = rayon::current_num_threads().max(1);
     let split = Split::new(g, threads);
     let (k, cout_g, plane) = (g.cin_per_group(), g.cout_per_group(), g.out_plane());
-    if k == 0 || plane == 0 {
-        without_inputs(g, bias, residual, act, output);
-        return;
-    }
+    // The single-output entry handles these (`without_inputs`); groups never have them.
+    assert!(
+        k > 0 && plane > 0,
+        "pointwise_conv: no input channels or positions"
+    );
     let kc_max = k_slice(k);
     // Activations the tile applies in registers; the others run over the item's rows after
     // its last slice.
@@ -321,7 +383,6 @@ pub(crate) fn pointwise_with_layout(
         Activation::None | Activation::Relu | Activation::Clip(..) => (act, Activation::None),
         other => (Activation::None, other),
     };
-    let out_ptr = SendPtr(output.as_mut_ptr());
     let strided = g.strides.iter().any(|&s| s != 1);
     let run = |it: Item, panel_buf: &mut [f32]| {
         let x_img = it.n * layout.image + it.grp * layout.group;
@@ -341,9 +402,24 @@ pub(crate) fn pointwise_with_layout(
             }
             let xp: &[f32] = xp;
             for b in it.b0..it.b1 {
-                let rows = MR.min(cout_g - b * MR);
                 let a = &packed[((it.grp * split.panels + b) * k + k0) * MR..][..kc * MR];
                 let row0 = out_img + b * MR * plane;
+                // The panel's first output row (position 0), its channel count and activation.
+                let (dst0, rows, panel_act) = match outputs {
+                    // SAFETY (offsets): within the output (`output_len` floats, checked by the
+                    // caller) or the member's output (`n·cout_m + first + rows ≤ its channels`
+                    // per image, checked above and by the group).
+                    Outputs::One(p) => unsafe {
+                        (p.0.add(row0), MR.min(cout_g - b * MR), tile_act)
+                    },
+                    Outputs::Group { panels, members } => {
+                        let t = panels[b];
+                        let (p, cout_m) = members[t.member];
+                        let at = (it.n * cout_m + t.first) * plane;
+                        (unsafe { p.0.add(at) }, t.rows, t.act)
+                    }
+                };
+                let dst0 = SendPtr(dst0);
                 for (tile, x) in xp.chunks_exact(kc * NR).enumerate() {
                     let j = it.p0 + tile * NR;
                     let t = Tile {
@@ -354,15 +430,13 @@ pub(crate) fn pointwise_with_layout(
                         last,
                         bias: &bias[co_base + b * MR..co_base + b * MR + rows],
                         residual: residual.map(|r| &r[row0 + j..]),
-                        act: tile_act,
+                        act: panel_act,
                     };
                     // SAFETY: the tile is rows `rows` of panel b (output channels of this item)
                     // × positions j..j+width of image n; items are disjoint (image, group,
-                    // block, panel range) sets so no other thread touches it; `output`
-                    // outlives the parallel scope.
-                    unsafe {
-                        compute_tile(level, kc, kc_max, a, x, { out_ptr }.0.add(row0 + j), &t)
-                    };
+                    // block, panel range) sets so no other thread touches it; the outputs
+                    // outlive the parallel scope.
+                    unsafe { compute_tile(level, kc, kc_max, a, x, { dst0 }.0.add(j), &t) };
                 }
                 if last && post_act != Activation::None {
                     for r in 0..rows {
@@ -370,7 +444,7 @@ pub(crate) fn pointwise_with_layout(
                         // this item as above.
                         let dst = unsafe {
                             std::slice::from_raw_parts_mut(
-                                { out_ptr }.0.add(row0 + r * plane + it.p0),
+                                { dst0 }.0.add(r * plane + it.p0),
                                 positions,
                             )
                         };
