@@ -248,10 +248,20 @@ pub(crate) fn assemble(
         .map(|(i, n)| (n.name.as_str(), i))
         .collect();
 
-    // Execution position of each original node: (exec index, position in group).
+    // `placed[i]`: (execution node, position in its group); `head_of[e]`: the bound-graph
+    // index of execution node e's head. Reports list nodes by their head's place in the model
+    // (then by position in the group), so the order stays the model's even where the executor
+    // runs nodes in another (sibling 1×1 convs moved next to each other).
     let mut placed: Vec<Option<(usize, usize)>> = vec![None; graph.nodes.len()];
+    let mut head_of: Vec<usize> = Vec::new();
     if let Some(m) = measured {
         for (e, names) in m.exec_origins.iter().enumerate() {
+            head_of.push(
+                names
+                    .iter()
+                    .find_map(|n| by_name.get(n.as_str()).copied())
+                    .unwrap_or(graph.nodes.len() + e),
+            );
             for (k, name) in names.iter().enumerate() {
                 if let Some(&i) = by_name.get(name.as_str()) {
                     if placed[i].is_none() {
@@ -261,15 +271,15 @@ pub(crate) fn assemble(
             }
         }
     }
-    // Order: by execution position; nodes that did not run stay right after the node that
+    // Order: by head and position; nodes that did not run stay right after the node that
     // precedes them in the bound graph.
     let mut keys: Vec<(usize, usize, usize)> = Vec::with_capacity(graph.nodes.len());
     let mut prev = (0usize, 0usize);
     for (i, p) in placed.iter().enumerate() {
         let key = match p {
             Some((e, k)) => {
-                prev = (*e, *k);
-                (*e, *k, i)
+                prev = (head_of[*e], *k);
+                (head_of[*e], *k, i)
             }
             None => (prev.0, prev.1, i),
         };
