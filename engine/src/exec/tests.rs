@@ -753,71 +753,81 @@ fn concat_with_a_batch_copies() {
 }
 
 /// Three 1×1 convs of one input (with Relu, without, with Clip) and a 3×3 conv of the same
-/// input between them in ONNX order, all concatenated: the fusion pass puts the 1×1 siblings
-/// back to back, the executor runs them as one kernel call, results match the reference at 1
-/// and 2 threads, and a profiled run still traces every node once (`run_exec`).
-#[test]
-fn sibling_pointwise_convs_run_as_one_call() {
+/// input between them in ONNX order, all concatenated.
+fn sibling_block(batch: usize) -> Graph {
+    let n = batch;
     let mut b = Builder::new();
-    let x = b.input("x", &[1, 16, 9, 9]);
+    let x = b.input("x", &[n, 16, 9, 9]);
     let wa = b.random("wa", &[8, 16, 1, 1]);
     let ba = b.random("ba", &[8]);
     let ca = b.node1(
         "conv_a",
         Op::Conv(conv_attrs(1, 1, 0)),
         &[x, wa, ba],
-        &[1, 8, 9, 9],
+        &[n, 8, 9, 9],
     );
-    let ra = b.node1("relu_a", Op::Relu, &[ca], &[1, 8, 9, 9]);
+    let ra = b.node1("relu_a", Op::Relu, &[ca], &[n, 8, 9, 9]);
     let wb = b.random("wb", &[6, 16, 3, 3]);
     let cb = b.node1(
         "conv_b",
         Op::Conv(conv_attrs(3, 1, 1)),
         &[x, wb],
-        &[1, 6, 9, 9],
+        &[n, 6, 9, 9],
     );
     let wc = b.random("wc", &[7, 16, 1, 1]);
     let cc = b.node1(
         "conv_c",
         Op::Conv(conv_attrs(1, 1, 0)),
         &[x, wc],
-        &[1, 7, 9, 9],
+        &[n, 7, 9, 9],
     );
     let wd = b.random("wd", &[5, 16, 1, 1]);
     let cd = b.node1(
         "conv_d",
         Op::Conv(conv_attrs(1, 1, 0)),
         &[x, wd],
-        &[1, 5, 9, 9],
+        &[n, 5, 9, 9],
     );
     let lo = b.constant("lo", Tensor::scalar_f32(-0.5));
     let hi = b.constant("hi", Tensor::scalar_f32(0.5));
-    let kd = b.node1("clip_d", Op::Clip, &[cd, lo, hi], &[1, 5, 9, 9]);
+    let kd = b.node1("clip_d", Op::Clip, &[cd, lo, hi], &[n, 5, 9, 9]);
     let cat = b.node1(
         "cat",
         Op::Concat { axis: 1 },
         &[ra, cb, cc, kd],
-        &[1, 26, 9, 9],
+        &[n, 26, 9, 9],
     );
     b.g.outputs = vec![cat];
-    let g = b.g;
-    let opt = optimize(&g).unwrap();
-    let at = |name: &str| opt.nodes.iter().position(|n| n.name == name).unwrap();
-    assert_eq!(
-        [at("conv_c"), at("conv_d")],
-        [at("conv_a") + 1, at("conv_a") + 2],
-        "siblings back to back"
-    );
-    assert!(at("conv_b") > at("conv_d"));
-    let f = feeds(&g, 9);
-    let want = crate::ops::run_reference(&g, &f).unwrap();
-    for threads in [1, 2] {
-        let got = run_exec(&opt, threads, &f);
-        for (a, b) in got.iter().zip(&want) {
-            assert_close(a, b, 1e-5);
+    b.g
+}
+
+/// The fusion pass puts the 1×1 siblings of `sibling_block` back to back, the executor runs
+/// them as one kernel call, results match the reference at 1 and 2 threads (batch 1: the
+/// outputs are written inside the Concat's; batch 2: copied into it), and a profiled run
+/// still traces every node once (`run_exec`).
+#[test]
+fn sibling_pointwise_convs_run_as_one_call() {
+    for batch in [1, 2] {
+        let g = sibling_block(batch);
+        let opt = optimize(&g).unwrap();
+        let at = |name: &str| opt.nodes.iter().position(|n| n.name == name).unwrap();
+        assert_eq!(
+            [at("conv_c"), at("conv_d")],
+            [at("conv_a") + 1, at("conv_a") + 2],
+            "siblings back to back"
+        );
+        assert!(at("conv_b") > at("conv_d"));
+        let f = feeds(&g, 9);
+        let want = crate::ops::run_reference(&g, &f).unwrap();
+        for threads in [1, 2] {
+            let got = run_exec(&opt, threads, &f);
+            for (a, b) in got.iter().zip(&want) {
+                assert_close(a, b, 1e-5);
+            }
         }
+        let p = plan::plan(&opt, true).unwrap();
+        p.validate().unwrap();
+        let ex = CpuExecutor::new(opt.clone(), &p, 1).unwrap();
+        assert_eq!(ex.grouped_nodes(), 3, "batch {batch}");
     }
-    let p = plan::plan(&opt, true).unwrap();
-    let ex = CpuExecutor::new(opt.clone(), &p, 1).unwrap();
-    assert_eq!(ex.grouped_nodes(), 3);
 }
