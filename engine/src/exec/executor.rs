@@ -213,7 +213,7 @@ impl CpuExecutor {
         // Sibling 1×1 convs of one input as one call (`ENGINE_POINTWISE_GROUPS=off` keeps
         // them apart, for A/B runs).
         if !std::env::var("ENGINE_POINTWISE_GROUPS").is_ok_and(|v| v == "off") {
-            group_siblings(&mut steps, threads).map_err(|e| Error::Model(e.0))?;
+            group_siblings(&mut steps, threads);
         }
         let packed_bytes = steps.iter().flatten().map(Step::packed_bytes).sum();
         let constant_bytes = graph.parameter_totals().1;

@@ -398,7 +398,7 @@ fn run_group(
 /// [`Kind::PointwiseGroup`] step at the first; the others become [`Kind::InGroup`]. Writing
 /// the later siblings' outputs early is safe because nothing but the shared input (read by
 /// all of them, so alive until the last) dies or is produced between them.
-pub fn group_siblings(steps: &mut [Option<Step>], threads: usize) -> Result<(), KernelError> {
+pub fn group_siblings(steps: &mut [Option<Step>], threads: usize) {
     let joinable = |s: &Option<Step>| -> Option<Span> {
         let s = s.as_ref()?;
         match &s.kind {
@@ -469,7 +469,6 @@ pub fn group_siblings(steps: &mut [Option<Step>], threads: usize) -> Result<(), 
         }
         i = end;
     }
-    Ok(())
 }
 
 /// What `prepare` needs to know about values.
