@@ -66,10 +66,11 @@ fn replace_uses(g: &mut Graph, from: ValueId, to: ValueId) {
     }
 }
 
-/// The input a node reads as a candidate sibling 1×1 conv: an unpadded 1×1 conv with one
-/// group, constant weights (and bias), no residual and an activation the 1×1 kernel's tile
-/// applies. The executor checks the rest (same strides and shapes, its kernel chosen).
-fn sibling_pointwise_input(g: &Graph, node: &Node) -> Option<ValueId> {
+/// The input a node reads and its strides, as a candidate sibling 1×1 conv: an unpadded 1×1
+/// conv with one group, constant weights (and bias), no residual and an activation the 1×1
+/// kernel's tile applies. Siblings share both (ResNet's stride-1 conv1 and stride-2 shortcut
+/// of one input are not siblings); the executor checks the rest (shapes, its kernel chosen).
+fn sibling_pointwise_input(g: &Graph, node: &Node) -> Option<(ValueId, Vec<usize>)> {
     let (attrs, act) = match &node.op {
         Op::Conv(a) => (a, Activation::None),
         Op::FusedConv {
@@ -96,26 +97,30 @@ fn sibling_pointwise_input(g: &Graph, node: &Node) -> Option<ValueId> {
         .flatten()
         .all(|&id| g.is_constant(id));
     let x = node.inputs.first().copied().flatten()?;
+    // Omitted strides are 1.
+    let strides: Vec<usize> = (0..w_shape.len() - 2)
+        .map(|d| attrs.strides.get(d).copied().unwrap_or(1))
+        .collect();
     (tile_act && one_by_one && unpadded && attrs.group == 1 && consts && !g.is_constant(x))
-        .then_some(x)
+        .then_some((x, strides))
 }
 
-/// Moves every candidate sibling 1×1 conv (see [`sibling_pointwise_input`]) of an input up to
-/// just after the previous one, so siblings run back to back. A sibling reads only that input
-/// (produced before the first sibling) and constants, so the order stays topological; its
-/// output is produced earlier, which keeps it alive a little longer (Inception-v3: the
-/// branch heads' outputs, 35×35 or smaller).
+/// Moves every candidate sibling 1×1 conv (see [`sibling_pointwise_input`]) of an input, with
+/// the same strides, up to just after the previous one, so siblings run back to back. A
+/// sibling reads only that input (produced before the first sibling) and constants, so the
+/// order stays topological; its output is produced earlier, which keeps it alive a little
+/// longer (Inception-v3: the branch heads' outputs, 35×35 or smaller).
 fn cluster_sibling_pointwise(g: &mut Graph) {
     let mut i = 0;
     while i < g.nodes.len() {
-        let Some(x) = sibling_pointwise_input(g, &g.nodes[i]) else {
+        let Some(key) = sibling_pointwise_input(g, &g.nodes[i]) else {
             i += 1;
             continue;
         };
         let mut last = i;
         let mut k = i + 1;
         while k < g.nodes.len() {
-            if sibling_pointwise_input(g, &g.nodes[k]) == Some(x) {
+            if sibling_pointwise_input(g, &g.nodes[k]).as_ref() == Some(&key) {
                 let node = g.nodes.remove(k);
                 g.nodes.insert(last + 1, node);
                 last += 1;

@@ -443,7 +443,7 @@ pub fn group_siblings(steps: &mut [Option<Step>], threads: usize) {
                     .collect();
                 PointwiseGroup::new(&members)
             };
-            // Members whose inputs differ in shape (not expected: one input) stay apart.
+            // Siblings the kernel cannot merge (not expected after the graph pass) stay apart.
             if let Ok(group) = group {
                 let outputs: Vec<Span> = steps[i..end].iter().flatten().map(|s| s.output).collect();
                 let members: Vec<(usize, u64)> = steps[i..end]

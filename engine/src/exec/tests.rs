@@ -831,3 +831,51 @@ fn sibling_pointwise_convs_run_as_one_call() {
         assert_eq!(ex.grouped_nodes(), 3, "batch {batch}");
     }
 }
+
+/// A stride-1 and a stride-2 1×1 conv of one input (ResNet's conv1 and shortcut at a stage
+/// change) are not siblings: the graph keeps its order and the executor runs them apart.
+/// (Without the stride check the pass would move `conv_s` up next to `conv_a`.)
+#[test]
+fn pointwise_convs_with_other_strides_stay_apart() {
+    let mut b = Builder::new();
+    let x = b.input("x", &[1, 8, 8, 8]);
+    let wa = b.random("wa", &[4, 8, 1, 1]);
+    let ca = b.node1(
+        "conv_a",
+        Op::Conv(conv_attrs(1, 1, 0)),
+        &[x, wa],
+        &[1, 4, 8, 8],
+    );
+    let wm = b.random("wm", &[4, 4, 3, 3]);
+    let cm = b.node1(
+        "conv_m",
+        Op::Conv(conv_attrs(3, 2, 1)),
+        &[ca, wm],
+        &[1, 4, 4, 4],
+    );
+    let ws = b.random("ws", &[4, 8, 1, 1]);
+    let cs = b.node1(
+        "conv_s",
+        Op::Conv(conv_attrs(1, 2, 0)),
+        &[x, ws],
+        &[1, 4, 4, 4],
+    );
+    b.g.outputs = vec![cm, cs];
+    let g = b.g;
+    let opt = optimize(&g).unwrap();
+    let names: Vec<&str> = opt.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["conv_a", "conv_m", "conv_s"], "order kept");
+    let f = feeds(&g, 4);
+    let want = crate::ops::run_reference(&g, &f).unwrap();
+    let got = run_exec(&opt, 2, &f);
+    for (a, b) in got.iter().zip(&want) {
+        assert_close(a, b, 1e-5);
+    }
+    let p = plan::plan(&opt, true).unwrap();
+    assert_eq!(
+        CpuExecutor::new(opt.clone(), &p, 1)
+            .unwrap()
+            .grouped_nodes(),
+        0
+    );
+}
