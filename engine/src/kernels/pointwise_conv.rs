@@ -25,6 +25,10 @@
 //!   wide enough that the weights are not streamed from memory once per few tiles;
 //! - the last slice adds bias + residual and applies the activation in registers.
 //!
+//! With AVX-512 the tile is one 16-lane vector per output row ([`MR`] rows, the weight
+//! broadcast folded into each FMA), and blocks of at most four tiles run two panels per input
+//! tile; tiles of at most 8 positions keep the AVX2 kernel's half-width path.
+//!
 //! A ragged last tile stores (and reads output and residual) through lane masks, so nothing
 //! outside the tensors is touched. Each output is the same slice sums added in the same order
 //! whatever the work split, so results are bit-identical across thread counts.
@@ -54,6 +58,15 @@ const SLICED_BLOCK_BYTES: usize = 320 * 1024;
 /// with every multi-slice K swept a slice per pass, 256→1024 at 14×14 took 1.2–1.3× the crate
 /// GEMM's time; swept whole, 0.88–1.0×.
 const WHOLE_K_MAX: usize = 512;
+
+/// Most positions in an item's block for which the AVX-512 kernel runs two panels per input
+/// tile ([`avx512::tile_12x16`]). With so few tiles each panel's pass re-reads the same input
+/// from L1/L2 rather than streaming it, and sharing it between two panels pays: ResNet-50 at
+/// 1 thread, per node (10 alternating runs, fastest of each): Winograd's 512-channel elements
+/// at 7×7 (one tile) 0.86–0.87× the time of single panels, the 1024→2048 shortcut at 7×7 0.93×.
+/// Over wider blocks the two panels' weights (12–24 KiB) crowd the streamed input out of L1:
+/// 256→1024 and 64→256 with a residual 1.06–1.07×, 512→128 at 28×28 1.04×.
+const PAIR_MAX_POSITIONS: usize = 4 * NR;
 
 /// Most positions per block: the strided packing keeps their input offsets on the stack.
 const MAX_BLOCK: usize = 1024;
@@ -401,10 +414,11 @@ pub(crate) fn pointwise_impl(
                 pack_input(&x[it.p0..], layout.channel, kc, positions, xp);
             }
             let xp: &[f32] = xp;
-            for b in it.b0..it.b1 {
+            // Panel b's weights for this slice, its first output row (position 0), channel
+            // count and activation.
+            let panel = |b: usize| {
                 let a = &packed[((it.grp * split.panels + b) * k + k0) * MR..][..kc * MR];
                 let row0 = out_img + b * MR * plane;
-                // The panel's first output row (position 0), its channel count and activation.
                 let (dst0, rows, panel_act) = match outputs {
                     // SAFETY (offsets): within the output (`output_len` floats, checked by the
                     // caller) or the member's output (`n·cout_m + first + rows ≤ its channels`
@@ -419,38 +433,73 @@ pub(crate) fn pointwise_impl(
                         (unsafe { p.0.add(at) }, t.rows, t.act)
                     }
                 };
-                let dst0 = SendPtr(dst0);
+                (a, row0, SendPtr(dst0), rows, panel_act)
+            };
+            let tile_of = |b: usize, tile: usize| {
+                let (_, row0, _, rows, panel_act) = panel(b);
+                let j = it.p0 + tile * NR;
+                Tile {
+                    rows,
+                    width: NR.min(it.p1 - j),
+                    ldc: plane,
+                    first,
+                    last,
+                    bias: &bias[co_base + b * MR..co_base + b * MR + rows],
+                    residual: residual.map(|r| &r[row0 + j..]),
+                    act: panel_act,
+                }
+            };
+            let mut b = it.b0;
+            while b < it.b1 {
+                let (a, _, dst0, rows, _) = panel(b);
+                // Two full panels share each input tile in the AVX-512 kernel (partial panels
+                // run alone, so every panel's sums are the same whichever way the panels are
+                // paired: the pairing depends on the work split).
+                let pair = (b + 1 < it.b1 && rows == MR)
+                    .then(|| panel(b + 1))
+                    .filter(|p| {
+                        p.3 == MR && level >= SimdLevel::Avx512 && positions <= PAIR_MAX_POSITIONS
+                    });
                 for (tile, x) in xp.chunks_exact(kc * NR).enumerate() {
                     let j = it.p0 + tile * NR;
-                    let t = Tile {
-                        rows,
-                        width: NR.min(it.p1 - j),
-                        ldc: plane,
-                        first,
-                        last,
-                        bias: &bias[co_base + b * MR..co_base + b * MR + rows],
-                        residual: residual.map(|r| &r[row0 + j..]),
-                        act: panel_act,
-                    };
-                    // SAFETY: the tile is rows `rows` of panel b (output channels of this item)
-                    // × positions j..j+width of image n; items are disjoint (image, group,
-                    // block, panel range) sets so no other thread touches it; the outputs
-                    // outlive the parallel scope.
-                    unsafe { compute_tile(level, kc, kc_max, a, x, { dst0 }.0.add(j), &t) };
-                }
-                if last && post_act != Activation::None {
-                    for r in 0..rows {
-                        // SAFETY: row r of this item's output (positions p0..p1), owned by
-                        // this item as above.
-                        let dst = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                { dst0 }.0.add(r * plane + it.p0),
-                                positions,
-                            )
-                        };
-                        activation_inplace_with(level, dst, post_act);
+                    let t = tile_of(b, tile);
+                    // SAFETY: the tile is rows `rows` of panel b (and of b + 1 when paired:
+                    // output channels of this item) × positions j..j+width of image n; items
+                    // are disjoint (image, group, block, panel range) sets so no other thread
+                    // touches it; the outputs outlive the parallel scope.
+                    unsafe {
+                        match &pair {
+                            Some((a1, _, dst1, _, _)) => compute_pair(
+                                level,
+                                kc,
+                                kc_max,
+                                [a, a1],
+                                x,
+                                [{ dst0 }.0.add(j), { *dst1 }.0.add(j)],
+                                [&t, &tile_of(b + 1, tile)],
+                            ),
+                            None => compute_tile(level, kc, kc_max, a, x, { dst0 }.0.add(j), &t),
+                        }
                     }
                 }
+                let done = if pair.is_some() { 2 } else { 1 };
+                if last && post_act != Activation::None {
+                    for pb in b..b + done {
+                        let (_, _, dst0, rows, _) = panel(pb);
+                        for r in 0..rows {
+                            // SAFETY: row r of this item's output (positions p0..p1), owned by
+                            // this item as above.
+                            let dst = unsafe {
+                                std::slice::from_raw_parts_mut(
+                                    { dst0 }.0.add(r * plane + it.p0),
+                                    positions,
+                                )
+                            };
+                            activation_inplace_with(level, dst, post_act);
+                        }
+                    }
+                }
+                b += done;
             }
             k0 += kc;
         }
@@ -590,7 +639,8 @@ struct Tile<'a> {
 const PREFETCH_AHEAD: usize = 2 * NR;
 
 /// Computes one tile over `depth` input channels, summed in slices of `slice` (then added in
-/// order), at `level` (AVX2 kernel, or the portable one).
+/// order), at `level` (the AVX-512 kernel for tiles wider than 8 positions, the AVX2 one, or
+/// the portable one).
 ///
 /// # Safety
 /// `c` must be valid for reads and writes of `t.rows` rows of `t.width` floats at stride
@@ -608,6 +658,13 @@ unsafe fn compute_tile(
 ) {
     assert!(a.len() >= depth * MR && x.len() >= depth * NR && slice > 0);
     #[cfg(target_arch = "x86_64")]
+    if level >= SimdLevel::Avx512 && t.width > NR / 2 {
+        // A ragged tile of at most 8 positions takes the AVX2 kernel's one-vector path, half
+        // the work of a 16-lane vector.
+        // SAFETY: AVX-512F present (level clamped to the detected one); as below.
+        return avx512::tile_6x16(depth, slice, a.as_ptr(), x.as_ptr(), c, t);
+    }
+    #[cfg(target_arch = "x86_64")]
     if level >= SimdLevel::Avx2 {
         // SAFETY: AVX2+FMA present (level clamped to the detected one); the slices were
         // checked above and the tile satisfies the kernel's contract by this function's.
@@ -615,6 +672,41 @@ unsafe fn compute_tile(
     }
     let _ = level;
     tile_portable(depth, slice, a, x, c, t)
+}
+
+/// Two panels' tiles over the same input tile (AVX-512 only; `level` must be at least
+/// [`SimdLevel::Avx512`]): the same sums as two [`compute_tile`] calls on full panels.
+///
+/// # Safety
+/// [`compute_tile`]'s contract for each (`a[i]`, `c[i]`, `t[i]`), both tiles of [`MR`] rows.
+#[inline]
+unsafe fn compute_pair(
+    level: SimdLevel,
+    depth: usize,
+    slice: usize,
+    a: [&[f32]; 2],
+    x: &[f32],
+    c: [*mut f32; 2],
+    t: [&Tile<'_>; 2],
+) {
+    assert!(a.iter().all(|a| a.len() >= depth * MR) && x.len() >= depth * NR && slice > 0);
+    assert!(t.iter().all(|t| t.rows == MR));
+    #[cfg(target_arch = "x86_64")]
+    if level.min(detected_simd_level()) >= SimdLevel::Avx512 && t[0].width > NR / 2 {
+        // SAFETY: AVX-512F present; the slices and rows were checked above and each tile
+        // satisfies the kernel's contract by this function's.
+        return avx512::tile_12x16(
+            depth,
+            slice,
+            [a[0].as_ptr(), a[1].as_ptr()],
+            x.as_ptr(),
+            c,
+            t,
+        );
+    }
+    for i in 0..2 {
+        compute_tile(level, depth, slice, a[i], x, c[i], t[i]);
+    }
 }
 
 /// The portable tile: the same sums (one chain per output per slice, slices added in order)
@@ -1004,6 +1096,361 @@ pub(crate) mod avx2 {
     }
 }
 
+/// The 6×16 tile in AVX-512: one 16-lane vector per output row, so a step is one input load
+/// and six FMAs whose broadcast weight is folded into the instruction (`{1to16}`), against
+/// AVX2's two loads, six broadcasts and twelve FMAs for the same arithmetic. Same packed
+/// layouts, same sums (one chain per output per K slice, slices added in order).
+///
+/// Measured on an AMD Zen 4 core (AVX-512 on 256-bit units, so the same FMA peak as AVX2),
+/// ResNet-50 per node at 1 thread, 10 alternating runs of one binary, fastest of each, against
+/// the AVX2 tiles (the same binary with the choice switched at run time): 1×1 convs with 1024 input channels at 14×14
+/// 0.93–0.95×, Winograd's 512-channel elements at 7×7 0.82× (with [`tile_12x16`]); all nodes
+/// 0.971×. A 16-lane tile costs as much at 4 positions as at 16, so ragged tiles of at most
+/// 8 positions stay on AVX2 (where Winograd's 49-position elements at 14×14 were 1.06×
+/// slower before that).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Tile, MR, NR, PREFETCH_AHEAD};
+    use crate::ir::Activation;
+    use std::arch::x86_64::*;
+
+    /// The tile: sums in registers, then the epilogue (full tiles specialised, ragged ones
+    /// through lane masks; packed input lanes past the width are zero).
+    ///
+    /// # Safety
+    /// Requires AVX-512F; the contract of `super::compute_tile`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tile_6x16(
+        depth: usize,
+        slice: usize,
+        a: *const f32,
+        x: *const f32,
+        c: *mut f32,
+        t: &Tile<'_>,
+    ) {
+        prefetch_rows(c, t);
+        // Fewer live rows (a last panel of 64 = 10·6 + 4 channels) run in more accumulator
+        // sets, so at least six FMA chains hide the FMA latency.
+        let acc = match t.rows {
+            0..=2 => sums::<2, 3>(depth, slice, a, x),
+            3..=4 => sums::<4, 2>(depth, slice, a, x),
+            _ => sums::<MR, 1>(depth, slice, a, x),
+        };
+        store(acc, c, t);
+    }
+
+    /// The tile after next in every output (and residual) row, as in the AVX2 kernel.
+    ///
+    /// # Safety
+    /// Requires AVX-512F (prefetches never fault).
+    #[inline(always)]
+    unsafe fn prefetch_rows(c: *mut f32, t: &Tile<'_>) {
+        for r in 0..t.rows {
+            let p = c.wrapping_add(r * t.ldc + PREFETCH_AHEAD) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(p);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(60));
+            if let Some(res) = t.residual {
+                let p = res.as_ptr().wrapping_add(r * t.ldc + PREFETCH_AHEAD) as *const i8;
+                _mm_prefetch::<_MM_HINT_T0>(p);
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(60));
+            }
+        }
+    }
+
+    /// The epilogue of one panel's tile: full tiles specialised, ragged ones through lane
+    /// masks (packed input lanes past the width are zero).
+    ///
+    /// # Safety
+    /// As [`tile_6x16`].
+    #[inline(always)]
+    unsafe fn store(acc: [__m512; MR], c: *mut f32, t: &Tile<'_>) {
+        if t.rows == MR && t.width == NR {
+            store_full(acc, c, t);
+        } else {
+            store_masked(acc, c, t);
+        }
+    }
+
+    /// Two full panels' tiles over one input tile: twelve accumulators, each input vector
+    /// loaded once for both panels (half the input traffic from L2 per FMA of
+    /// [`tile_6x16`]). Each output's sums are those of [`tile_6x16`] on a full panel.
+    ///
+    /// # Safety
+    /// Requires AVX-512F; `super::compute_pair`'s contract.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tile_12x16(
+        depth: usize,
+        slice: usize,
+        a: [*const f32; 2],
+        x: *const f32,
+        c: [*mut f32; 2],
+        t: [&Tile<'_>; 2],
+    ) {
+        prefetch_rows(c[0], t[0]);
+        prefetch_rows(c[1], t[1]);
+        let (lo, hi) = if depth <= slice {
+            pair_sums(depth, a, x)
+        } else {
+            let (mut a, mut x) = (a, x);
+            let mut total = [0.0f32; 2 * MR * NR];
+            let tp = total.as_mut_ptr();
+            let mut done = 0;
+            loop {
+                let n = slice.min(depth - done);
+                let (mut lo, mut hi) = pair_sums(n, a, x);
+                a = [a[0].add(n * MR), a[1].add(n * MR)];
+                x = x.add(n * NR);
+                let all = lo.iter_mut().chain(hi.iter_mut());
+                if done > 0 {
+                    for (r, av) in all.enumerate() {
+                        *av = _mm512_add_ps(_mm512_loadu_ps(tp.add(r * NR)), *av);
+                    }
+                }
+                done += n;
+                if done >= depth {
+                    break (lo, hi);
+                }
+                for (r, av) in lo.iter().chain(hi.iter()).enumerate() {
+                    _mm512_storeu_ps(tp.add(r * NR), *av);
+                }
+            }
+        };
+        store(lo, c[0], t[0]);
+        store(hi, c[1], t[1]);
+    }
+
+    /// `n` steps of both panels from a fresh zero, one chain per output.
+    ///
+    /// # Safety
+    /// Requires AVX-512F; `a[i]` hold `n·MR` floats and `x` `n·NR`.
+    #[inline(always)]
+    unsafe fn pair_sums(
+        n: usize,
+        a: [*const f32; 2],
+        x: *const f32,
+    ) -> ([__m512; MR], [__m512; MR]) {
+        let mut lo = [_mm512_setzero_ps(); MR];
+        let mut hi = [_mm512_setzero_ps(); MR];
+        let ([mut a0, mut a1], mut x) = (a, x);
+        for _ in 0..n {
+            let xv = _mm512_loadu_ps(x);
+            for r in 0..MR {
+                lo[r] = _mm512_fmadd_ps(_mm512_set1_ps(*a0.add(r)), xv, lo[r]);
+                hi[r] = _mm512_fmadd_ps(_mm512_set1_ps(*a1.add(r)), xv, hi[r]);
+            }
+            a0 = a0.add(MR);
+            a1 = a1.add(MR);
+            x = x.add(NR);
+        }
+        (lo, hi)
+    }
+
+    /// `n` steps from a fresh zero for `R` live rows (rows `R..` are zero), the steps dealt
+    /// round-robin to `S` accumulator sets that are added at the end.
+    ///
+    /// # Safety
+    /// Requires AVX-512F; `a` holds `n·MR` floats and `x` `n·NR`.
+    #[inline(always)]
+    unsafe fn slice_sums<const R: usize, const S: usize>(
+        n: usize,
+        a: *const f32,
+        x: *const f32,
+    ) -> [__m512; MR] {
+        let mut sets = [[_mm512_setzero_ps(); R]; S];
+        let (mut a, mut x) = (a, x);
+        let step = |set: &mut [__m512; R], a: *const f32, x: *const f32| {
+            let xv = _mm512_loadu_ps(x);
+            for (r, acc) in set.iter_mut().enumerate() {
+                *acc = _mm512_fmadd_ps(_mm512_set1_ps(*a.add(r)), xv, *acc);
+            }
+        };
+        for _ in 0..n / S {
+            for set in sets.iter_mut() {
+                step(set, a, x);
+                a = a.add(MR);
+                x = x.add(NR);
+            }
+        }
+        for _ in 0..n % S {
+            step(&mut sets[0], a, x);
+            a = a.add(MR);
+            x = x.add(NR);
+        }
+        let mut acc = [_mm512_setzero_ps(); MR];
+        for (r, out) in acc.iter_mut().take(R).enumerate() {
+            *out = sets[0][r];
+            for set in &sets[1..] {
+                *out = _mm512_add_ps(*out, set[r]);
+            }
+        }
+        acc
+    }
+
+    /// The sums over `depth` channels in slices of `slice`, added in order; the earlier
+    /// slices' total waits in L1 (a second register array would not fit beside the sets).
+    ///
+    /// # Safety
+    /// As [`tile_6x16`].
+    #[inline(always)]
+    unsafe fn sums<const R: usize, const S: usize>(
+        depth: usize,
+        slice: usize,
+        a: *const f32,
+        x: *const f32,
+    ) -> [__m512; MR] {
+        if depth <= slice {
+            return slice_sums::<R, S>(depth, a, x);
+        }
+        let (mut a, mut x) = (a, x);
+        let mut total = [0.0f32; MR * NR];
+        let tp = total.as_mut_ptr();
+        let mut done = 0;
+        loop {
+            let n = slice.min(depth - done);
+            let mut acc = slice_sums::<R, S>(n, a, x);
+            a = a.add(n * MR);
+            x = x.add(n * NR);
+            if done > 0 {
+                for (r, av) in acc.iter_mut().enumerate().take(R) {
+                    *av = _mm512_add_ps(_mm512_loadu_ps(tp.add(r * NR)), *av);
+                }
+            }
+            done += n;
+            if done >= depth {
+                return acc;
+            }
+            for (r, av) in acc.iter().enumerate().take(R) {
+                _mm512_storeu_ps(tp.add(r * NR), *av);
+            }
+        }
+    }
+
+    const ACT_NONE: u8 = 0;
+    const ACT_RELU: u8 = 1;
+    const ACT_CLIP: u8 = 2;
+
+    /// Stores a full tile, dispatching once to the epilogue it needs (no test per vector;
+    /// see the AVX2 kernel's measurements).
+    ///
+    /// # Safety
+    /// As [`tile_6x16`], with `t.rows == MR` and `t.width == NR`.
+    #[inline(always)]
+    unsafe fn store_full(acc: [__m512; MR], c: *mut f32, t: &Tile<'_>) {
+        let res = t.residual.map_or(std::ptr::null(), |r| r.as_ptr());
+        let (lo, hi) = match t.act {
+            Activation::Clip(l, h) => (l, h),
+            _ => (0.0, 0.0),
+        };
+        let act = match t.act {
+            Activation::Relu => ACT_RELU,
+            Activation::Clip(..) => ACT_CLIP,
+            _ => ACT_NONE,
+        };
+        let e = (acc, c, t.ldc, t.bias.as_ptr(), res, lo, hi);
+        match (t.first, t.last, res.is_null(), act) {
+            (true, false, _, _) => epilogue::<true, false, false, ACT_NONE>(e),
+            (false, false, _, _) => epilogue::<false, false, false, ACT_NONE>(e),
+            (true, true, true, ACT_NONE) => epilogue::<true, true, false, ACT_NONE>(e),
+            (true, true, true, ACT_RELU) => epilogue::<true, true, false, ACT_RELU>(e),
+            (true, true, true, _) => epilogue::<true, true, false, ACT_CLIP>(e),
+            (true, true, false, ACT_NONE) => epilogue::<true, true, true, ACT_NONE>(e),
+            (true, true, false, ACT_RELU) => epilogue::<true, true, true, ACT_RELU>(e),
+            (true, true, false, _) => epilogue::<true, true, true, ACT_CLIP>(e),
+            (false, true, true, ACT_NONE) => epilogue::<false, true, false, ACT_NONE>(e),
+            (false, true, true, ACT_RELU) => epilogue::<false, true, false, ACT_RELU>(e),
+            (false, true, true, _) => epilogue::<false, true, false, ACT_CLIP>(e),
+            (false, true, false, ACT_NONE) => epilogue::<false, true, true, ACT_NONE>(e),
+            (false, true, false, ACT_RELU) => epilogue::<false, true, true, ACT_RELU>(e),
+            (false, true, false, _) => epilogue::<false, true, true, ACT_CLIP>(e),
+        }
+    }
+
+    /// What [`epilogue`] stores: sums, output, row stride, bias, residual (null: none), clip
+    /// bounds.
+    type Epi = (
+        [__m512; MR],
+        *mut f32,
+        usize,
+        *const f32,
+        *const f32,
+        f32,
+        f32,
+    );
+
+    /// `c = act(sums [+ c] [+ (bias + residual)])` for a full tile, in the order of
+    /// [`store_masked`] and the AVX2 epilogues.
+    ///
+    /// # Safety
+    /// As [`store_full`]; `bias` holds [`MR`] floats, `res` (when `RES`) covers the tile.
+    #[inline(always)]
+    unsafe fn epilogue<const FIRST: bool, const LAST: bool, const RES: bool, const ACT: u8>(
+        (acc, c, ldc, bias, res, lo, hi): Epi,
+    ) {
+        let (zero, lo, hi) = (_mm512_setzero_ps(), _mm512_set1_ps(lo), _mm512_set1_ps(hi));
+        for (r, &sum) in acc.iter().enumerate() {
+            let p = c.add(r * ldc);
+            let mut y = sum;
+            if !FIRST {
+                y = _mm512_add_ps(_mm512_loadu_ps(p), y);
+            }
+            if LAST {
+                let b = _mm512_set1_ps(*bias.add(r));
+                let add = if RES {
+                    _mm512_add_ps(b, _mm512_loadu_ps(res.add(r * ldc)))
+                } else {
+                    b
+                };
+                y = _mm512_add_ps(y, add);
+                if ACT == ACT_RELU {
+                    // max(0, NaN) is NaN: ONNX Relu keeps NaN.
+                    y = _mm512_max_ps(zero, y);
+                } else if ACT == ACT_CLIP {
+                    y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
+                }
+            }
+            _mm512_storeu_ps(p, y);
+        }
+    }
+
+    /// Stores a ragged tile (fewer rows or positions) through a lane mask: nothing outside
+    /// the tile is read or written.
+    ///
+    /// # Safety
+    /// As [`tile_6x16`].
+    #[inline(never)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store_masked(acc: [__m512; MR], c: *mut f32, t: &Tile<'_>) {
+        let zero = _mm512_setzero_ps();
+        let m: __mmask16 = ((1u32 << t.width.min(NR)) - 1) as __mmask16;
+        let (lo, hi) = match t.act {
+            Activation::Clip(l, h) => (_mm512_set1_ps(l), _mm512_set1_ps(h)),
+            _ => (zero, zero),
+        };
+        for (r, &sum) in acc.iter().enumerate().take(t.rows) {
+            let p = c.add(r * t.ldc);
+            let mut y = sum;
+            if !t.first {
+                y = _mm512_add_ps(_mm512_maskz_loadu_ps(m, p), y);
+            }
+            if t.last {
+                let mut add = _mm512_set1_ps(t.bias[r]);
+                if let Some(res) = t.residual {
+                    let rv = _mm512_maskz_loadu_ps(m, res.as_ptr().add(r * t.ldc));
+                    add = _mm512_add_ps(add, rv);
+                }
+                y = _mm512_add_ps(y, add);
+                y = match t.act {
+                    // max(0, NaN) is NaN: ONNX Relu keeps NaN.
+                    Activation::Relu => _mm512_max_ps(zero, y),
+                    Activation::Clip(..) => _mm512_min_ps(_mm512_max_ps(y, lo), hi),
+                    _ => y,
+                };
+            }
+            _mm512_mask_storeu_ps(p, m, y);
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -1170,6 +1617,79 @@ pub(crate) mod tests {
         assert_eq!(block_count(512, 128, 132, 49), 3);
         // layer1 conv3, 64→256 at 56×56, one K slice: 1024-position blocks.
         assert_eq!(block_count(64, 64, 258, 196), 4);
+    }
+
+    /// Two panels through the AVX-512 pair kernel give the bits of each panel alone (the
+    /// pairing depends on the work split, the sums must not), with K in one slice and in
+    /// several, as first, middle and last slice, at full and ragged widths.
+    #[test]
+    fn panel_pairs_match_panels_alone() {
+        let ldc = 40;
+        for (depth, slice) in [(64, 128), (300, 150), (7, 3)] {
+            let a0 = rand_vec(depth * MR, 1);
+            let a1 = rand_vec(depth * MR, 2);
+            let x = rand_vec(depth * NR, 3);
+            let bias = rand_vec(2 * MR, 4);
+            let res = rand_vec(2 * MR * ldc, 5);
+            let start = rand_vec(2 * MR * ldc, 6);
+            for (first, last) in [(true, true), (true, false), (false, false), (false, true)] {
+                for width in [NR, 13, 9] {
+                    let tile = |p: usize| Tile {
+                        rows: MR,
+                        width,
+                        ldc,
+                        first,
+                        last,
+                        bias: &bias[p * MR..(p + 1) * MR],
+                        residual: Some(&res[p * MR * ldc..]),
+                        act: Activation::Relu,
+                    };
+                    let (t0, t1) = (tile(0), tile(1));
+                    let mut alone = start.clone();
+                    let mut paired = start.clone();
+                    let (lo, hi) = alone.split_at_mut(MR * ldc);
+                    // SAFETY: each tile is MR rows of `width ≤ ldc` floats at stride ldc inside
+                    // its half of the buffer; the slices hold depth·MR and depth·NR floats.
+                    unsafe {
+                        compute_tile(
+                            SimdLevel::Avx512,
+                            depth,
+                            slice,
+                            &a0,
+                            &x,
+                            lo.as_mut_ptr(),
+                            &t0,
+                        );
+                        compute_tile(
+                            SimdLevel::Avx512,
+                            depth,
+                            slice,
+                            &a1,
+                            &x,
+                            hi.as_mut_ptr(),
+                            &t1,
+                        );
+                        let c0 = paired.as_mut_ptr();
+                        compute_pair(
+                            SimdLevel::Avx512,
+                            depth,
+                            slice,
+                            [&a0, &a1],
+                            &x,
+                            [c0, c0.add(MR * ldc)],
+                            [&t0, &t1],
+                        );
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&alone),
+                        bits(&paired),
+                        "depth {depth} slice {slice} first {first} last {last} width {width}"
+                    );
+                    assert_ne!(bits(&alone), bits(&start), "the tiles wrote nothing");
+                }
+            }
+        }
     }
 
     #[test]
