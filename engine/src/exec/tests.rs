@@ -879,3 +879,34 @@ fn pointwise_convs_with_other_strides_stay_apart() {
         0
     );
 }
+
+/// An Add of a constant the conv's shape (a bias map, not a residual the graph computes) stays
+/// its own node: fused, the conv kernels would have no arena span to read it from and the node
+/// would fall back to the reference convolution (40× slower on a 56×56 map).
+#[test]
+fn constant_same_shape_add_is_not_fused_as_a_residual() {
+    let mut b = Builder::new();
+    let x = b.input("x", &[1, 8, 5, 5]);
+    let w = b.random("w", &[16, 8, 1, 1]);
+    let r = b.random("r", &[1, 16, 5, 5]);
+    let y = b.node1(
+        "conv",
+        Op::Conv(conv_attrs(1, 1, 0)),
+        &[x, w],
+        &[1, 16, 5, 5],
+    );
+    let a = b.node1("add", Op::Add, &[y, r], &[1, 16, 5, 5]);
+    let z = b.node1("relu", Op::Relu, &[a], &[1, 16, 5, 5]);
+    b.g.outputs.push(z);
+    let g = b.g;
+    let opt = optimize(&g).unwrap();
+    let types: Vec<&str> = opt.nodes.iter().map(|n| n.op.type_name()).collect();
+    assert_eq!(types, ["Conv", "Add", "Relu"], "{:#?}", opt.nodes);
+    let p = plan::plan(&opt, true).unwrap();
+    let mut ex = CpuExecutor::new(opt.clone(), &p, 1).unwrap();
+    assert_eq!(ex.kernel_nodes(), opt.nodes.len());
+    let f = feeds(&g, 11);
+    let want = crate::ops::run_reference(&g, &f).unwrap();
+    let got = ex.run(&[&f[0].1], None).unwrap();
+    assert_close(&got[0], &want[0], 1e-5);
+}
