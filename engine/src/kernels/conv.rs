@@ -364,6 +364,9 @@ impl PackedConvWeights {
         // direct kernel's time at 1 thread and 0.85–0.86× at 2, 64→96 0.91–0.95× and
         // 0.88–1.04×, so from 64 channels in and 96 out; ResNet-50's 64→64 at 56×56 ties
         // (0.98–1.0×) and the 32-channel 147×147 convs are still slower (1.17–1.27×).
+        // With the epilogue in the output transform's stores (29 Nov, two binaries, 8
+        // alternating runs, fastest of each) ResNet-50's 64→64 at 56×56 took 0.86–0.91× the
+        // direct kernel's time at 1 thread and 0.92–0.94× at 2, so from 64 out.
         let algo_env = std::env::var("ENGINE_CONV_ALGO").ok();
         let wino = match algo_env.as_deref() {
             Some("im2col" | "direct" | "unfolded") => None,
@@ -714,8 +717,8 @@ pub const DEFAULT_WINOGRAD_TILE: WinogradTile = WinogradTile::F2;
 pub const WINOGRAD_MIN_IN_CHANNELS: usize = 64;
 
 /// Fewest output channels (per group) for which [`PackedConvWeights::new`] picks Winograd by
-/// default.
-pub const WINOGRAD_MIN_OUT_CHANNELS: usize = 96;
+/// default (ResNet's 64-channel stage-1 convs gain; see `PackedConvWeights::new`).
+pub const WINOGRAD_MIN_OUT_CHANNELS: usize = 64;
 
 /// Fewest output pixels per channel (7×7) for which [`PackedConvWeights::new`] picks Winograd
 /// by default.

@@ -535,9 +535,14 @@ fn output_channel<const M: usize, const A: usize>(
     let (th, tw) = s.tiles(tile);
     let (tiles, cout, co) = (oc.tiles, oc.cout, oc.co);
     let ow = s.out_w;
+    // The F(2×2) groups' 16-float row segments take the epilogue as they are stored (the
+    // activations `epilogue_in_registers` reproduces); the rest of each row afterwards.
+    let fused = M == 2 && epilogue_in_registers(oc.act);
     for ty in 0..th {
         let rows_here = M.min(s.out_h - ty * M);
         let band = &mut y[ty * M * ow..(ty * M + rows_here) * ow];
+        // Columns from 0 whose epilogue is done (the same in every row of the band).
+        let mut done = 0;
         let mut tx0 = 0;
         while tx0 < tw {
             let nl = LANES.min(tw - tx0);
@@ -550,14 +555,24 @@ fn output_channel<const M: usize, const A: usize>(
                     *mx = oc.m[src..src + LANES].try_into().expect("LANES-long slice");
                 }
                 let o = output_group_f2(m);
+                let fuse_here = fused && x0 + 2 * LANES <= ow && done == x0;
                 for (i, oi) in o.iter().enumerate().take(rows_here) {
                     let row = &mut band[i * ow..(i + 1) * ow];
                     let n = (2 * LANES).min(ow - x0);
                     if let Ok(seg) = <&mut [f32; 2 * LANES]>::try_from(&mut row[x0..x0 + n]) {
-                        *seg = *oi;
+                        if fuse_here {
+                            let at = (ty * M + i) * ow + x0;
+                            let res = oc.residual.map(|r| &r[at..at + 2 * LANES]);
+                            epilogue_segment(seg, oi, oc.bias, res, oc.act);
+                        } else {
+                            *seg = *oi;
+                        }
                     } else {
                         row[x0..x0 + n].copy_from_slice(&oi[..n]);
                     }
+                }
+                if fuse_here {
+                    done = x0 + 2 * LANES;
                 }
                 tx0 += nl;
                 continue;
@@ -598,16 +613,18 @@ fn output_channel<const M: usize, const A: usize>(
             }
             tx0 += nl;
         }
-        for i in 0..rows_here {
-            let oy = ty * M + i;
-            let res = oc.residual.map(|r| &r[oy * ow..(oy + 1) * ow]);
-            bias_residual_activation_with(
-                level,
-                &mut band[i * ow..(i + 1) * ow],
-                oc.bias,
-                res,
-                oc.act,
-            );
+        if done < ow {
+            for i in 0..rows_here {
+                let oy = ty * M + i;
+                let res = oc.residual.map(|r| &r[oy * ow + done..(oy + 1) * ow]);
+                bias_residual_activation_with(
+                    level,
+                    &mut band[i * ow + done..(i + 1) * ow],
+                    oc.bias,
+                    res,
+                    oc.act,
+                );
+            }
         }
     }
 }
@@ -641,6 +658,52 @@ fn output_channel_dispatch<const M: usize, const A: usize>(
         }
     }
     output_channel::<M, A>(s, oc, y, level)
+}
+
+/// Whether [`epilogue_segment`] gives `bias_residual_activation`'s values for `act` (its
+/// sigmoid is an approximation that stays in the row pass).
+#[inline(always)]
+fn epilogue_in_registers(act: Activation) -> bool {
+    matches!(
+        act,
+        Activation::None | Activation::Relu | Activation::LeakyRelu(_) | Activation::Clip(..)
+    )
+}
+
+/// `seg = act(vals + bias [+ residual])` with `bias_residual_activation`'s operation order
+/// (`v + (bias + r)`; `v + bias` only for a non-zero bias), for one stored segment of an
+/// output row: the separate pass over every row, while the rows were still in L1, took a
+/// twelfth of a 64-channel 56×56 conv's time in its call overhead and reloads.
+#[inline(always)]
+fn epilogue_segment(
+    seg: &mut [f32; 2 * LANES],
+    vals: &[f32; 2 * LANES],
+    bias: f32,
+    residual: Option<&[f32]>,
+    act: Activation,
+) {
+    let mut v = *vals;
+    match residual {
+        Some(r) => {
+            let r: &[f32; 2 * LANES] = r.try_into().expect("a 16-float residual segment");
+            for (x, &r) in v.iter_mut().zip(r) {
+                *x += bias + r;
+            }
+        }
+        None if bias != 0.0 => v.iter_mut().for_each(|x| *x += bias),
+        None => {}
+    }
+    match act {
+        Activation::Relu => v
+            .iter_mut()
+            .for_each(|x| *x = if *x < 0.0 { 0.0 } else { *x }),
+        Activation::LeakyRelu(a) => v
+            .iter_mut()
+            .for_each(|x| *x = if *x < 0.0 { *x * a } else { *x }),
+        Activation::Clip(lo, hi) => v.iter_mut().for_each(|x| *x = x.max(lo).min(hi)),
+        Activation::None | Activation::Sigmoid => {}
+    }
+    *seg = v;
 }
 
 /// `Bᵀ` for tile side `M` as a value the compiler sees whole: inlined into the transforms, the
@@ -818,7 +881,8 @@ mod tests {
     use super::*;
     use crate::kernels::test_util::{max_abs_diff, rand_vec};
 
-    /// Naive f64 3×3 stride-1 conv with the same padding convention (reference).
+    /// Naive f64 3×3 stride-1 conv with the same padding convention, plus bias and residual,
+    /// before the activation (reference).
     fn reference(
         s: &WinogradShape,
         cin: usize,
@@ -826,7 +890,7 @@ mod tests {
         x: &[f32],
         w: &[f32],
         bias: &[f32],
-        res: &[f32],
+        res: Option<&[f32]>,
     ) -> Vec<f32> {
         let (ip, op) = (s.in_h * s.in_w, s.out_h * s.out_w);
         let mut y = vec![0.0f32; s.batch * cout * op];
@@ -855,7 +919,7 @@ mod tests {
                             }
                         }
                         let idx = (n * cout + co) * op + oy * s.out_w + ox;
-                        y[idx] = ((acc + res[idx] as f64) as f32).max(0.0);
+                        y[idx] = (acc + res.map_or(0.0, |r| r[idx] as f64)) as f32;
                     }
                 }
             }
@@ -892,30 +956,53 @@ mod tests {
             let wt = rand_vec(cout * cin * 9, 12 + ci as u64);
             let bias = rand_vec(cout, 13 + ci as u64);
             let res = rand_vec(batch * cout * out_h * out_w, 14 + ci as u64);
-            let want = reference(&s, cin, cout, &x, &wt, &bias, &res);
-            for tile in [WinogradTile::F2, WinogradTile::F4] {
-                let ww = WinogradWeights::new(tile, cout, cin, &wt);
-                let mut outs = Vec::new();
-                for level in [SimdLevel::Scalar, SimdLevel::Avx2] {
-                    let mut out = vec![f32::NAN; want.len()];
-                    let mut scratch = vec![f32::NAN; winograd_scratch_len(&ww, &s, 1)];
-                    winograd_conv_with(
-                        level,
-                        &ww,
-                        &s,
-                        &x,
-                        &bias,
-                        Some(&res),
-                        Activation::Relu,
-                        &mut out,
-                        &mut scratch,
+            // The epilogue runs in the output transform's stores for full F(2×2) lane groups
+            // and as a row pass elsewhere: every activation, with and without a residual.
+            let acts = [
+                Activation::Relu,
+                Activation::None,
+                Activation::Clip(-0.3, 0.4),
+                Activation::LeakyRelu(0.1),
+                Activation::Sigmoid,
+            ];
+            for (ai, residual) in [Some(&res[..]), None].into_iter().enumerate() {
+                let act = acts[(ci + 2 * ai) % acts.len()];
+                let want: Vec<f32> = reference(&s, cin, cout, &x, &wt, &bias, residual)
+                    .into_iter()
+                    .map(|v| act.apply(v))
+                    .collect();
+                for tile in [WinogradTile::F2, WinogradTile::F4] {
+                    let ww = WinogradWeights::new(tile, cout, cin, &wt);
+                    let mut outs = Vec::new();
+                    for level in [SimdLevel::Scalar, SimdLevel::Avx2] {
+                        let mut out = vec![f32::NAN; want.len()];
+                        let mut scratch = vec![f32::NAN; winograd_scratch_len(&ww, &s, 1)];
+                        winograd_conv_with(
+                            level,
+                            &ww,
+                            &s,
+                            &x,
+                            &bias,
+                            residual,
+                            act,
+                            &mut out,
+                            &mut scratch,
+                        );
+                        let err = max_abs_diff(&out, &want);
+                        assert!(
+                            err < 1e-3,
+                            "case {ci} {tile:?} {level:?} {act:?}: error {err}"
+                        );
+                        outs.push(out);
+                    }
+                    // Same arithmetic in every copy (no FMA contraction): identical values.
+                    let bits = |o: &[f32]| o.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&outs[0]),
+                        bits(&outs[1]),
+                        "case {ci} {tile:?}: levels differ"
                     );
-                    let err = max_abs_diff(&out, &want);
-                    assert!(err < 1e-3, "case {ci} {tile:?} {level:?}: error {err}");
-                    outs.push(out);
                 }
-                // Same arithmetic in every copy (no FMA contraction): identical values.
-                assert_eq!(outs[0], outs[1], "case {ci} {tile:?}: levels differ");
             }
         }
     }
