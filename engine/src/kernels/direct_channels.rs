@@ -107,6 +107,10 @@ struct Layout {
     /// Offsets of the taps (OIHW order) from an output position's window origin.
     taps: [usize; MAX_TAPS],
     ntaps: usize,
+    /// Kernel rows and columns, and the dilation between rows.
+    kh: usize,
+    kw: usize,
+    dh: usize,
     /// Some padding: the image is copied into the padded buffer first.
     padded: bool,
     /// Input channels per chunk.
@@ -151,6 +155,9 @@ impl Layout {
             cout: g.out_channels,
             taps,
             ntaps,
+            kh,
+            kw,
+            dh: g.dilations[0],
             padded,
             chunk_ch,
             strip_tiles: (TOTALS_FLOATS / (panels * PR * CR).max(1)).clamp(1, tiles.max(1)),
@@ -173,6 +180,21 @@ impl Layout {
     fn base(&self, q: usize) -> usize {
         let (oh, ow) = (q / self.wo, q % self.wo);
         oh * self.sh * self.wp + ow * self.sw
+    }
+    /// The kernel rows that read inside the image (not its zero padding) for some position
+    /// of output rows `oh0..=oh1`: output row `oh`, kernel row `i` reads padded row
+    /// `oh·sh + i·dh`, inside the image for `pt ≤ oh·sh + i·dh < pt + h`. The lower bound
+    /// falls and the upper one falls with `oh`, so the union is `lo(oh1)..hi(oh0)`.
+    fn live_rows(&self, oh0: usize, oh1: usize) -> (usize, usize) {
+        let dh = self.dh.max(1);
+        let lo = (self.pt.saturating_sub(oh1 * self.sh))
+            .div_ceil(dh)
+            .min(self.kh);
+        let hi = (self.pt + self.h)
+            .saturating_sub(oh0 * self.sh)
+            .div_ceil(dh)
+            .min(self.kh);
+        (lo, hi.max(lo))
     }
     fn padded_len(&self) -> usize {
         if self.padded {
@@ -313,6 +335,7 @@ pub fn direct_channels_conv(
         let res = residual.map(|r| &r[n * out_img..(n + 1) * out_img]);
         let run = |it: Item, tot: &mut [f32]| {
             let mut offsets = [0usize; CHUNK_K];
+            let (mut live_off, mut live_step) = ([0usize; CHUNK_K], [0usize; CHUNK_K]);
             let mut c0 = 0;
             while c0 < l.cin {
                 let cc = l.chunk_ch.min(l.cin - c0);
@@ -354,6 +377,29 @@ pub fn direct_channels_conv(
                             (oh, ow) = (oh + 1, 0);
                         }
                     }
+                    // Kernel rows that only read the zero padding for every position of the
+                    // tile (the top and bottom rows of a 7×1 conv on a 17×17 map: a tenth of
+                    // its taps) are left out: their products are zeros.
+                    let (i0, i1) = l.live_rows(q0 / l.wo, (q0 + width - 1) / l.wo);
+                    let live = if l.padded && (i0, i1) != (0, l.kh) && i1 > i0 {
+                        let mut n = 0;
+                        for c in 0..cc {
+                            let first = c * l.ntaps + i0 * l.kw;
+                            let len = (i1 - i0) * l.kw;
+                            live_off[n..n + len].copy_from_slice(&offsets[first..first + len]);
+                            for (k, s) in live_step[n..n + len].iter_mut().enumerate() {
+                                *s = first + k;
+                            }
+                            n += len;
+                        }
+                        Some(n)
+                    } else {
+                        None
+                    };
+                    let (offs, steps) = match live {
+                        Some(n) => (&live_off[..n], Some(&live_step[..n])),
+                        None => (&offsets[..kc], None),
+                    };
                     for b in it.b0..it.b1 {
                         let w = &packed[c0 * l.ntaps * CR * panels + b * kc * CR..][..kc * CR];
                         let at = ((b - it.b0) * strip_pos + (t - it.t0) * PR) * CR;
@@ -368,7 +414,8 @@ pub fn direct_channels_conv(
                         unsafe {
                             tile_sums(
                                 level,
-                                &offsets[..kc],
+                                offs,
+                                steps,
                                 w,
                                 x,
                                 &bases[..width],
@@ -464,14 +511,17 @@ fn pad_image(l: &Layout, img: &[f32], padded: &mut [f32]) {
 
 /// Sums one chunk for one position tile (`bases.len() ≤ PR` positions, each reading input
 /// `x[base + offset]` for the chunk's step `offset`) and one panel (`w`: `[steps][CR]`), and
-/// stores (`first`) or adds the sums into `tot` (`[PR][CR]`).
+/// stores (`first`) or adds the sums into `tot` (`[PR][CR]`). With `steps`, `offsets` are a
+/// subset of the chunk's steps and `steps[k]` is the index of `offsets[k]`'s weights.
 ///
 /// # Safety
 /// Every `x[base + offset]` is in bounds (checked once per chunk by the caller: here it would
-/// cost a pass over the offsets per tile).
+/// cost a pass over the offsets per tile); `steps`, when given, is ascending.
+#[allow(clippy::too_many_arguments)]
 unsafe fn tile_sums(
     level: SimdLevel,
     offsets: &[usize],
+    steps: Option<&[usize]>,
     w: &[f32],
     x: &[f32],
     bases: &[usize],
@@ -480,15 +530,25 @@ unsafe fn tile_sums(
 ) {
     let width = bases.len();
     assert!((1..=PR).contains(&width) && tot.len() >= PR * CR);
-    assert!(w.len() >= offsets.len() * CR);
+    match steps {
+        // Ascending (the caller's contract), so the last bounds them all; checking each took
+        // a twentieth of a 7×1 conv's time.
+        Some(steps) => {
+            assert!(steps.len() == offsets.len());
+            assert!(steps.last().is_none_or(|&s| (s + 1) * CR <= w.len()));
+            debug_assert!(steps.windows(2).all(|p| p[0] < p[1]));
+        }
+        None => assert!(w.len() >= offsets.len() * CR),
+    }
     #[cfg(target_arch = "x86_64")]
     if level >= SimdLevel::Avx2 {
         // SAFETY: AVX2+FMA present (the level never exceeds the detected one); every read
-        // x[base + offset] is in bounds (the caller's contract), the panel holds
-        // offsets.len()·CR floats and the totals PR·CR (asserted above).
+        // x[base + offset] is in bounds (the caller's contract), every step's weights lie in
+        // the panel and the totals hold PR·CR floats (asserted above).
         unsafe {
             avx2::tile_sums(
                 offsets,
+                steps,
                 w.as_ptr(),
                 x.as_ptr(),
                 bases,
@@ -500,7 +560,9 @@ unsafe fn tile_sums(
     }
     let _ = level;
     let mut part = [[0.0f32; CR]; PR];
-    for (wr, &off) in w.chunks_exact(CR).zip(offsets) {
+    for (k, &off) in offsets.iter().enumerate() {
+        let step = steps.map_or(k, |s| s[k]);
+        let wr = &w[step * CR..(step + 1) * CR];
         for (pj, &base) in part.iter_mut().zip(bases) {
             let xv = x[base + off];
             for (s, &wv) in pj.iter_mut().zip(wr) {
@@ -526,23 +588,57 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn tile_sums(
         offsets: &[usize],
+        steps: Option<&[usize]>,
         w: *const f32,
         x: *const f32,
         bases: &[usize],
         first: bool,
         tot: *mut f32,
     ) {
+        let Some(steps) = steps else {
+            return sums_of::<false>(offsets, &[], w, x, bases, first, tot);
+        };
+        sums_of::<true>(offsets, steps, w, x, bases, first, tot)
+    }
+
+    /// [`tile_sums`] with the weights sequential (`GATHER` false) or at `steps`.
+    ///
+    /// # Safety
+    /// As [`tile_sums`].
+    #[inline(always)]
+    unsafe fn sums_of<const GATHER: bool>(
+        offsets: &[usize],
+        steps: &[usize],
+        w: *const f32,
+        x: *const f32,
+        bases: &[usize],
+        first: bool,
+        tot: *mut f32,
+    ) {
+        let args = (offsets, steps, w, x, bases, first, tot);
         match bases.len() {
             // Narrow tails in several accumulator sets, so that about twelve FMA chains are
             // in flight.
-            1 => sums::<1, 6>(offsets, w, x, bases, first, tot),
-            2 => sums::<2, 3>(offsets, w, x, bases, first, tot),
-            3 => sums::<3, 2>(offsets, w, x, bases, first, tot),
-            4 => sums::<4, 1>(offsets, w, x, bases, first, tot),
-            5 => sums::<5, 1>(offsets, w, x, bases, first, tot),
-            _ => sums::<PR, 1>(offsets, w, x, bases, first, tot),
+            1 => sums::<1, 6, GATHER>(args),
+            2 => sums::<2, 3, GATHER>(args),
+            3 => sums::<3, 2, GATHER>(args),
+            4 => sums::<4, 1, GATHER>(args),
+            5 => sums::<5, 1, GATHER>(args),
+            _ => sums::<PR, 1, GATHER>(args),
         }
     }
+
+    /// What [`sums`] reads: the offsets, their weight steps (`GATHER`), the panel, the input,
+    /// the tile's bases, whether the totals start here, and the totals.
+    type SumArgs<'a> = (
+        &'a [usize],
+        &'a [usize],
+        *const f32,
+        *const f32,
+        &'a [usize],
+        bool,
+        *mut f32,
+    );
 
     /// `NP` positions × 16 channels in `S` accumulator sets (steps dealt round-robin, added at
     /// the end): two weight vectors per step and one broadcast input value per position.
@@ -550,13 +646,8 @@ mod avx2 {
     /// # Safety
     /// As [`tile_sums`] with `bases.len() == NP`.
     #[inline(always)]
-    unsafe fn sums<const NP: usize, const S: usize>(
-        offsets: &[usize],
-        w: *const f32,
-        x: *const f32,
-        bases: &[usize],
-        first: bool,
-        tot: *mut f32,
+    unsafe fn sums<const NP: usize, const S: usize, const GATHER: bool>(
+        (offsets, steps, w, x, bases, first, tot): SumArgs<'_>,
     ) {
         #[inline(always)]
         unsafe fn step<const NP: usize>(
@@ -578,17 +669,26 @@ mod avx2 {
             *p = x.add(b);
         }
         let mut sets = [[[_mm256_setzero_ps(); 2]; NP]; S];
-        let mut w = w;
-        let mut groups = offsets.chunks_exact(S);
-        for group in &mut groups {
-            for (set, &off) in sets.iter_mut().zip(group) {
-                step::<NP>(set, w, &at, off);
-                w = w.add(CR);
+        // Step k's weights: the k-th of the panel, or those of steps[k].
+        let weights = |k: usize| -> *const f32 {
+            if GATHER {
+                w.add(steps[k] * CR)
+            } else {
+                w.add(k * CR)
             }
+        };
+        let n = offsets.len();
+        let whole = n / S * S;
+        let mut k = 0;
+        while k < whole {
+            for (j, set) in sets.iter_mut().enumerate() {
+                step::<NP>(set, weights(k + j), &at, *offsets.get_unchecked(k + j));
+            }
+            k += S;
         }
-        for &off in groups.remainder() {
-            step::<NP>(&mut sets[0], w, &at, off);
-            w = w.add(CR);
+        while k < n {
+            step::<NP>(&mut sets[0], weights(k), &at, *offsets.get_unchecked(k));
+            k += 1;
         }
         merge_into_totals(&sets, first, tot);
     }
@@ -623,6 +723,10 @@ mod tests {
             (2, 20, 9, 11, 14, [1, 1], [2, 2], [1, 1], [0, 0], [0, 0]),
             (1, 1, 1, 1, 4, [3, 3], s1, [1, 1], [1, 1], [1, 1]),
             (2, 300, 5, 6, 7, [3, 1], s1, [1, 1], [1, 0], [1, 0]),
+            // Pads wider than the kernel: output rows whose window lies wholly in the padding
+            // (no live kernel row) next to rows with one or two.
+            (1, 3, 2, 2, 16, [3, 3], s1, [1, 1], [4, 4], [4, 4]),
+            (1, 4, 3, 5, 16, [7, 1], s1, [1, 1], [5, 0], [4, 0]),
         ]
     }
 
