@@ -29,7 +29,7 @@
 //! broadcast folded into each FMA), and blocks of at most four tiles run two panels per input
 //! tile; tiles of at most 8 positions keep the AVX2 kernel's half-width path, and the last
 //! tile of a plane with at most 4 positions puts the panel's rows across the lanes instead
-//! ([`NARROW_MAX`]).
+//! (`NARROW_MAX`).
 //!
 //! A ragged last tile stores (and reads output and residual) through lane masks, so nothing
 //! outside the tensors is touched. Each output is the same slice sums added in the same order
