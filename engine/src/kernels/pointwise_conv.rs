@@ -15,7 +15,10 @@
 //!   input is copied into tiles of [`NR`] positions, `[depth][NR]` each and contiguous (strided
 //!   convs gather their positions here), because reading 16 floats from each of K rows far
 //!   apart per tile measured 1.1–1.45× slower: every row was an L1 miss the prefetchers could
-//!   not predict. The copy is read row by row, along the (cold) input;
+//!   not predict. The copy is read row by row, along the (cold) input. The exception: with
+//!   AVX-512, a stride-1 conv with few weight panels (≤ 24) over planes of whole 16-position
+//!   tiles reads its input in place (`reads_in_place`): so few panels re-read the copy too
+//!   rarely to pay for it (ResNet-50's 256→64 convs at 56×56 take 0.85–0.87× the time);
 //! - each panel's weights stay in L1 while an [`MR`]×[`NR`] register tile sweeps the block's
 //!   tiles left to right, so the output and residual are written and read along their rows;
 //! - K is summed in the slices of `gemm::k_slice` (the GEMM path's, for the same rounding: a
@@ -69,6 +72,10 @@ const WHOLE_K_MAX: usize = 512;
 /// Over wider blocks the two panels' weights (12–24 KiB) crowd the streamed input out of L1:
 /// 256→1024 and 64→256 with a residual 1.06–1.07×, 512→128 at 28×28 1.04×.
 const PAIR_MAX_POSITIONS: usize = 4 * NR;
+
+/// Most weight panels ([`MR`] output channels each) for which a call reads its input in place
+/// ([`reads_in_place`]): 22 panels gained 3–4%, 43 lost up to 7%.
+const IN_PLACE_MAX_PANELS: usize = 24;
 
 /// Most positions per block: the strided packing keeps their input offsets on the stack.
 const MAX_BLOCK: usize = 1024;
@@ -364,6 +371,46 @@ pub(crate) fn pointwise_impl(
     outputs: Outputs<'_>,
     scratch: &mut [f32],
 ) {
+    pointwise_run(
+        level, g, input, layout, packed, bias, residual, act, outputs, scratch, true,
+    )
+}
+
+/// Where the tiles read a stride-1 conv's input: in place, from its NCHW rows (16 positions
+/// of each of K rows a channel apart per tile), instead of from a packed copy. The copy reads
+/// and writes the whole input once and pays off only over many weight panels, each of which
+/// re-reads it: for few panels the tile's strided loads from L2 cost less. Measured (AVX-512,
+/// ResNet-50 at 1 thread, 6 alternating runs, fastest of each, in place against packed):
+/// 256→64 at 56×56 (11 panels) 0.87–0.89× the time, 256→128 at 56×56 and 512→128 at 28×28
+/// (22 panels) 0.96–0.97×; 64→256 at 56×56 (43 panels) alone 1.03–1.07×, 256→1024 at 14×14
+/// 1.02–1.04×, Winograd's element GEMMs (interleaved channels) 1.03–1.08×; planes whose rows
+/// do not start on a 64-byte line (16 floats: Inception-v3's 35×35 and 17×17 maps split
+/// every load over two lines) 1.05–1.18×. Only the AVX-512 tiles read in place.
+fn reads_in_place(level: SimdLevel, g: &ConvGeometry, layout: InputLayout, panels: usize) -> bool {
+    let stride_one = g.strides.iter().all(|&s| s == 1);
+    stride_one
+        && level >= SimdLevel::Avx512
+        && layout.channel == g.in_plane()
+        && g.in_plane().is_multiple_of(NR)
+        && panels <= IN_PLACE_MAX_PANELS
+}
+
+/// [`pointwise_impl`], with the in-place input reads of [`reads_in_place`] allowed or not
+/// (tests compare both: they give bit-identical sums).
+#[allow(clippy::too_many_arguments)]
+fn pointwise_run(
+    level: SimdLevel,
+    g: &ConvGeometry,
+    input: &[f32],
+    layout: InputLayout,
+    packed: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    act: Activation,
+    outputs: Outputs<'_>,
+    scratch: &mut [f32],
+    in_place_allowed: bool,
+) {
     assert!(applies(g), "pointwise_conv: not a 1×1 unpadded conv");
     assert!(
         scratch.len() >= slot_len(g),
@@ -399,6 +446,9 @@ pub(crate) fn pointwise_impl(
         other => (Activation::None, other),
     };
     let strided = g.strides.iter().any(|&s| s != 1);
+    // In place, every tile is full (whole planes of whole tiles; the split's blocks are
+    // whole tiles): a ragged one would read past its rows (`compute_tile` checks).
+    let in_place = in_place_allowed && reads_in_place(level, g, layout, split.panels);
     let run = |it: Item, panel_buf: &mut [f32]| {
         let x_img = it.n * layout.image + it.grp * layout.group;
         let co_base = it.grp * cout_g;
@@ -412,10 +462,11 @@ pub(crate) fn pointwise_impl(
             let x = &input[x_img + k0 * layout.channel..];
             if strided {
                 pack_input_strided(g, x, layout.channel, kc, it.p0, positions, xp);
-            } else {
+            } else if !in_place {
                 pack_input(&x[it.p0..], layout.channel, kc, positions, xp);
             }
             let xp: &[f32] = xp;
+            let tiles = positions.div_ceil(NR);
             // Panel b's weights for this slice, its first output row (position 0), channel
             // count and activation.
             let panel = |b: usize| {
@@ -457,30 +508,51 @@ pub(crate) fn pointwise_impl(
                 // Two full panels share each input tile in the AVX-512 kernel (partial panels
                 // run alone, so every panel's sums are the same whichever way the panels are
                 // paired: the pairing depends on the work split).
-                let pair = (b + 1 < it.b1 && rows == MR)
+                let pair = (!in_place && b + 1 < it.b1 && rows == MR)
                     .then(|| panel(b + 1))
                     .filter(|p| {
                         p.3 == MR && level >= SimdLevel::Avx512 && positions <= PAIR_MAX_POSITIONS
                     });
-                for (tile, x) in xp.chunks_exact(kc * NR).enumerate() {
-                    let j = it.p0 + tile * NR;
-                    let t = tile_of(b, tile);
-                    // SAFETY: the tile is rows `rows` of panel b (and of b + 1 when paired:
-                    // output channels of this item) × positions j..j+width of image n; items
-                    // are disjoint (image, group, block, panel range) sets so no other thread
-                    // touches it; the outputs outlive the parallel scope.
-                    unsafe {
-                        match &pair {
-                            Some((a1, _, dst1, _, _)) => compute_pair(
-                                level,
+                if in_place {
+                    for tile in 0..tiles {
+                        let j = it.p0 + tile * NR;
+                        // SAFETY: as below (never paired); the tile is full (planes of whole
+                        // tiles) and its kc rows lie `layout.channel` apart in `x`.
+                        unsafe {
+                            compute_tile_in_place(
                                 kc,
                                 kc_max,
-                                [a, a1],
-                                x,
-                                [{ dst0 }.0.add(j), { *dst1 }.0.add(j)],
-                                [&t, &tile_of(b + 1, tile)],
-                            ),
-                            None => compute_tile(level, kc, kc_max, a, x, { dst0 }.0.add(j), &t),
+                                a,
+                                &x[j..],
+                                layout.channel,
+                                { dst0 }.0.add(j),
+                                &tile_of(b, tile),
+                            )
+                        }
+                    }
+                } else {
+                    for (tile, x) in xp.chunks_exact(kc * NR).enumerate() {
+                        let j = it.p0 + tile * NR;
+                        let t = tile_of(b, tile);
+                        // SAFETY: the tile is rows `rows` of panel b (and of b + 1 when paired:
+                        // output channels of this item) × positions j..j+width of image n;
+                        // items are disjoint (image, group, block, panel range) sets so no
+                        // other thread touches it; the outputs outlive the parallel scope.
+                        unsafe {
+                            match &pair {
+                                Some((a1, _, dst1, _, _)) => compute_pair(
+                                    level,
+                                    kc,
+                                    kc_max,
+                                    [a, a1],
+                                    x,
+                                    [{ dst0 }.0.add(j), { *dst1 }.0.add(j)],
+                                    [&t, &tile_of(b + 1, tile)],
+                                ),
+                                None => {
+                                    compute_tile(level, kc, kc_max, a, x, { dst0 }.0.add(j), &t)
+                                }
+                            }
                         }
                     }
                 }
@@ -690,6 +762,36 @@ unsafe fn compute_tile(
     }
     let _ = level;
     tile_portable(depth, slice, a, x, c, t)
+}
+
+/// [`compute_tile`] for a full tile read in place ([`reads_in_place`]): its `depth` input
+/// rows start `xs` floats apart in `x`, the tile's 16 positions at the start of each. The
+/// same sums as [`compute_tile`] on the packed copy of those rows.
+///
+/// # Safety
+/// As [`compute_tile`], with `x` holding `(depth − 1)·xs + NR` floats, a full tile
+/// (`t.width == NR`) and AVX-512F present.
+#[inline]
+unsafe fn compute_tile_in_place(
+    depth: usize,
+    slice: usize,
+    a: &[f32],
+    x: &[f32],
+    xs: usize,
+    c: *mut f32,
+    t: &Tile<'_>,
+) {
+    assert!(depth > 0 && a.len() >= depth * MR && x.len() >= (depth - 1) * xs + NR);
+    assert!(slice > 0 && t.width == NR);
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(detected_simd_level() >= SimdLevel::Avx512);
+        // SAFETY: AVX-512F present (checked above); the slices, the width and the tile's
+        // output satisfy the kernel's contract by this function's.
+        avx512::tile_6x16_in_place(depth, slice, a.as_ptr(), x.as_ptr(), xs, c, t)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("in-place tiles need AVX-512")
 }
 
 /// Two panels' tiles over the same input tile (AVX-512 only; `level` must be at least
@@ -1258,9 +1360,33 @@ mod avx512 {
         // Fewer live rows (a last panel of 64 = 10·6 + 4 channels) run in more accumulator
         // sets, so at least six FMA chains hide the FMA latency.
         let acc = match t.rows {
-            0..=2 => sums::<2, 3>(depth, slice, a, x),
-            3..=4 => sums::<4, 2>(depth, slice, a, x),
-            _ => sums::<MR, 1>(depth, slice, a, x),
+            0..=2 => sums::<2, 3, true>(depth, slice, a, x, NR),
+            3..=4 => sums::<4, 2, true>(depth, slice, a, x, NR),
+            _ => sums::<MR, 1, true>(depth, slice, a, x, NR),
+        };
+        store(acc, c, t);
+    }
+
+    /// [`tile_6x16`] reading a full tile's input in place: row `k` at `x + k·xs`. A separate
+    /// function, so the packed tile keeps its constant step folded into its loads.
+    ///
+    /// # Safety
+    /// Requires AVX-512F; the contract of `super::compute_tile_in_place`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tile_6x16_in_place(
+        depth: usize,
+        slice: usize,
+        a: *const f32,
+        x: *const f32,
+        xs: usize,
+        c: *mut f32,
+        t: &Tile<'_>,
+    ) {
+        prefetch_rows(c, t);
+        let acc = match t.rows {
+            0..=2 => sums::<2, 3, false>(depth, slice, a, x, xs),
+            3..=4 => sums::<4, 2, false>(depth, slice, a, x, xs),
+            _ => sums::<MR, 1, false>(depth, slice, a, x, xs),
         };
         store(acc, c, t);
     }
@@ -1372,16 +1498,19 @@ mod avx512 {
     }
 
     /// `n` steps from a fresh zero for `R` live rows (rows `R..` are zero), the steps dealt
-    /// round-robin to `S` accumulator sets that are added at the end.
+    /// round-robin to `S` accumulator sets that are added at the end. Step `k` reads the
+    /// input vector at `x + k·NR` when `PACKED`, else at `x + k·xs` (a tile read in place).
     ///
     /// # Safety
-    /// Requires AVX-512F; `a` holds `n·MR` floats and `x` `n·NR`.
+    /// Requires AVX-512F; `a` holds `n·MR` floats and `x` `(n − 1)·step + NR`.
     #[inline(always)]
-    unsafe fn slice_sums<const R: usize, const S: usize>(
+    unsafe fn slice_sums<const R: usize, const S: usize, const PACKED: bool>(
         n: usize,
         a: *const f32,
         x: *const f32,
+        xs: usize,
     ) -> [__m512; MR] {
+        let xs = if PACKED { NR } else { xs };
         let mut sets = [[_mm512_setzero_ps(); R]; S];
         let (mut a, mut x) = (a, x);
         let step = |set: &mut [__m512; R], a: *const f32, x: *const f32| {
@@ -1394,13 +1523,13 @@ mod avx512 {
             for set in sets.iter_mut() {
                 step(set, a, x);
                 a = a.add(MR);
-                x = x.add(NR);
+                x = x.add(xs);
             }
         }
         for _ in 0..n % S {
             step(&mut sets[0], a, x);
             a = a.add(MR);
-            x = x.add(NR);
+            x = x.add(xs);
         }
         let mut acc = [_mm512_setzero_ps(); MR];
         for (r, out) in acc.iter_mut().take(R).enumerate() {
@@ -1414,18 +1543,21 @@ mod avx512 {
 
     /// The sums over `depth` channels in slices of `slice`, added in order; the earlier
     /// slices' total waits in L1 (a second register array would not fit beside the sets).
+    /// The input steps as in [`slice_sums`].
     ///
     /// # Safety
-    /// As [`tile_6x16`].
+    /// As [`tile_6x16`] (`PACKED`) or [`tile_6x16_in_place`].
     #[inline(always)]
-    unsafe fn sums<const R: usize, const S: usize>(
+    unsafe fn sums<const R: usize, const S: usize, const PACKED: bool>(
         depth: usize,
         slice: usize,
         a: *const f32,
         x: *const f32,
+        xs: usize,
     ) -> [__m512; MR] {
+        let xs = if PACKED { NR } else { xs };
         if depth <= slice {
-            return slice_sums::<R, S>(depth, a, x);
+            return slice_sums::<R, S, PACKED>(depth, a, x, xs);
         }
         let (mut a, mut x) = (a, x);
         let mut total = [0.0f32; MR * NR];
@@ -1433,9 +1565,9 @@ mod avx512 {
         let mut done = 0;
         loop {
             let n = slice.min(depth - done);
-            let mut acc = slice_sums::<R, S>(n, a, x);
+            let mut acc = slice_sums::<R, S, PACKED>(n, a, x, xs);
             a = a.add(n * MR);
-            x = x.add(n * NR);
+            x = x.add(n * xs);
             if done > 0 {
                 for (r, av) in acc.iter_mut().enumerate().take(R) {
                     *av = _mm512_add_ps(_mm512_loadu_ps(tp.add(r * NR)), *av);
@@ -1604,6 +1736,11 @@ pub(crate) mod tests {
             (2, 12, vec![3, 4, 5], 9, 1, s1(3)),
             (1, 8, vec![6, 6], 12, 2, s1(2)),
             (1, 16, vec![5, 7], 8, 4, s1(2)),
+            // Planes of whole 16-position tiles and few panels: read in place with AVX-512
+            // (`reads_in_place`), one block and several, one K slice and several, grouped.
+            (2, 48, vec![8, 8], 20, 1, s1(2)),
+            (1, 520, vec![16, 20], 30, 1, s1(2)),
+            (1, 32, vec![4, 8], 24, 2, s1(2)),
             // Many positions and channels: several blocks and panel parts.
             (1, 520, vec![30, 30], 40, 1, s1(2)),
             (1, 2048, vec![7, 7], 64, 1, s1(2)),
@@ -1821,6 +1958,63 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    /// Tiles that read their input in place give the bits of tiles that read a packed copy
+    /// (same slices, same order), for the cases the rule picks; the rule picks them only with
+    /// AVX-512, whole-tile planes, stride 1, NCHW channels and few panels.
+    #[test]
+    fn in_place_reads_match_packed_reads() {
+        let avx512 = detected_simd_level() >= SimdLevel::Avx512;
+        let mut picked = 0;
+        for (ci, case) in cases().iter().enumerate() {
+            let g = geometry(case);
+            let panels = Split::new(&g, 2).panels;
+            let rule = reads_in_place(SimdLevel::Avx512, &g, InputLayout::nchw(&g), panels);
+            let expected = avx512
+                && g.strides.iter().all(|&s| s == 1)
+                && g.in_plane().is_multiple_of(NR)
+                && panels <= IN_PLACE_MAX_PANELS;
+            assert_eq!(rule, expected, "case {ci}: {g:?}");
+            if !rule {
+                continue;
+            }
+            picked += 1;
+            let x = rand_vec(g.input_len(), 40 + ci as u64);
+            let packed = pack_weights(&g, &rand_vec(g.weight_len(), 41 + ci as u64));
+            let bias = rand_vec(g.out_channels, 42 + ci as u64);
+            let res = rand_vec(g.output_len(), 43 + ci as u64);
+            for threads in [1, 2] {
+                let outs: Vec<Vec<u32>> = [false, true]
+                    .iter()
+                    .map(|&in_place| {
+                        let mut out = vec![f32::NAN; g.output_len()];
+                        let mut scratch = vec![f32::NAN; scratch_len(&g, threads)];
+                        let target = Outputs::One(SendPtr(out.as_mut_ptr()));
+                        with_threads(threads, || {
+                            pointwise_run(
+                                SimdLevel::Avx512,
+                                &g,
+                                &x,
+                                InputLayout::nchw(&g),
+                                &packed,
+                                &bias,
+                                Some(&res),
+                                Activation::Relu,
+                                target,
+                                &mut scratch,
+                                in_place,
+                            )
+                        });
+                        out.iter().map(|v| v.to_bits()).collect()
+                    })
+                    .collect();
+                assert!(outs[0].iter().all(|&b| !f32::from_bits(b).is_nan()));
+                assert_eq!(outs[0], outs[1], "case {ci}, {threads} threads");
+            }
+        }
+        // Three cases qualify; without AVX-512 none may.
+        assert_eq!(picked, if avx512 { 3 } else { 0 });
     }
 
     #[test]
