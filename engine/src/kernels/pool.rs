@@ -99,7 +99,7 @@ pub fn pool_with(
     if output.is_empty() {
         return Ok(());
     }
-    if g.in_spatial.len() == 2 {
+    if super::pool2d::takes(g) {
         super::pool2d::pool_2d(g, kind, level, input, output);
     } else {
         pool_nd(g, kind, input, output);
@@ -113,7 +113,8 @@ pub fn pool_with(
 pub struct PreparedPool {
     geom: PoolGeometry,
     kind: PoolKind,
-    /// The 2-D fast path's plan and scratch (other ranks walk every window tap).
+    /// The 2-D fast path's plan and scratch (other ranks, and windows far wider than their
+    /// input, walk every window tap).
     fast: Option<super::pool2d::Prepared>,
 }
 
@@ -132,7 +133,7 @@ impl PreparedPool {
     /// extra workers allocate their own scratch).
     pub fn new(g: PoolGeometry, kind: PoolKind, threads: usize) -> Result<Self, KernelError> {
         g.validate()?;
-        let fast = (g.in_spatial.len() == 2)
+        let fast = super::pool2d::takes(&g)
             .then(|| super::pool2d::Prepared::new(&g, kind, simd_level(), threads.max(1)));
         Ok(PreparedPool {
             geom: g,
@@ -378,7 +379,12 @@ mod tests {
                 let mut level_first: Option<Vec<f32>> = None;
                 for threads in [1, 2] {
                     let mut out = vec![f32::NAN; want.len()];
-                    with_threads(threads, || pool_with(level, g, kind, x, &mut out)).expect("pool");
+                    // The fast path itself, also for windows `pool_with` sends to the generic
+                    // walk (`pool2d::takes`): it must stay correct on them.
+                    g.validate().expect("valid geometry");
+                    with_threads(threads, || {
+                        super::super::pool2d::pool_2d(g, kind, level, x, &mut out)
+                    });
                     for (i, (o, w)) in out.iter().zip(&want).enumerate() {
                         let ok = if w.is_nan() {
                             o.is_nan()
@@ -668,6 +674,65 @@ mod tests {
             let x = rand_vec(g.batch * g.channels * g.in_plane(), tested);
             check_2d(&g, &x, &format!("random {tested}"));
             tested += 1;
+        }
+    }
+
+    /// Windows far wider than their input (fuzzer find: a 2 × 67 108 862 max pool with SAME
+    /// pads over 32×32 asked for gigabytes of fast-path scratch at load) are prepared for the
+    /// generic walk, which allocates nothing per tap; ordinary ones keep the fast path. Both
+    /// give the reference's values.
+    #[test]
+    fn windows_far_wider_than_the_input_skip_the_fast_path() {
+        let huge = 67_108_862;
+        let wide = geom(
+            &[4, 5],
+            &[2, huge],
+            &[1, 1],
+            &[1, 1],
+            &[0, huge / 2],
+            &[1, huge / 2 - 1],
+            false,
+        );
+        assert_eq!(wide.out_spatial, vec![4, 5]);
+        assert!(!super::super::pool2d::takes(&wide));
+        // At the bound: a window spanning 2·in + 16 takes the fast path, one more does not.
+        let at = |k: usize| {
+            geom(
+                &[5, 5],
+                &[3, k],
+                &[1, 1],
+                &[1, 1],
+                &[1, 20],
+                &[1, 20],
+                false,
+            )
+        };
+        assert!(super::super::pool2d::takes(&at(26)));
+        assert!(!super::super::pool2d::takes(&at(27)));
+        assert!(super::super::pool2d::takes(&geom(
+            &[8, 8],
+            &[8, 8],
+            &[1, 1],
+            &[1, 1],
+            &[0, 0],
+            &[0, 0],
+            false
+        )));
+        for kind in KINDS {
+            let g = at(27);
+            let x = rand_vec(g.batch * g.channels * g.in_plane(), 5);
+            let want = reference(&g, kind, &x);
+            let prepared = PreparedPool::new(g.clone(), kind, 2).expect("prepare");
+            assert!(prepared.fast.is_none());
+            let mut out = vec![f32::NAN; want.len()];
+            prepared.run(&x, &mut out).expect("run");
+            assert!(out
+                .iter()
+                .zip(&want)
+                .all(|(o, w)| (o - w).abs() <= 1e-6 * (1.0 + w.abs())));
+            // Preparing the fuzzed shape is instant and allocates no per-tap scratch.
+            let p = PreparedPool::new(wide.clone(), kind, 2).expect("prepare");
+            assert!(p.fast.is_none());
         }
     }
 

@@ -263,6 +263,21 @@ impl Scratch {
     }
 }
 
+/// Whether the fast path takes `g` (2 spatial dims): every window spans at most twice its
+/// axis plus 16. Its plan and scratch grow with the span (a padded row of
+/// `(kw − 1)·dw + ow·sw` values, a ring of `(kh − 1)·dh + 1` rows, the flat path's per-tap
+/// masks), while taps beyond the input are all padding: a fuzzed MaxPool 2 × 67 108 862 over a
+/// 32×32 image with SAME pads asked for gigabytes at load. Such windows take the generic walk,
+/// which allocates nothing for them. Real models' windows are at most their input (a pool over
+/// a whole 8×8 map spans 8).
+pub(super) fn takes(g: &PoolGeometry) -> bool {
+    g.in_spatial.len() == 2
+        && (0..2).all(|a| {
+            let span = (g.kernel[a].saturating_sub(1)).saturating_mul(g.dilations[a]);
+            span < g.in_spatial[a].saturating_mul(2).saturating_add(16)
+        })
+}
+
 /// Pools every `(n, c)` plane of `input` into `output` (geometry already validated, 2 spatial
 /// dims, lengths checked by the caller). `level` is clamped to the hardware.
 pub(super) fn pool_2d(
