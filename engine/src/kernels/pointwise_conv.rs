@@ -74,7 +74,7 @@ const WHOLE_K_MAX: usize = 512;
 const PAIR_MAX_POSITIONS: usize = 4 * NR;
 
 /// Most weight panels ([`MR`] output channels each) for which a call reads its input in place
-/// ([`reads_in_place`]): 22 panels gained 3–4%, 43 lost up to 7%.
+/// ([`reads_in_place`]): 22 panels gained 4–8%, 43 lost 3–7%.
 const IN_PLACE_MAX_PANELS: usize = 24;
 
 /// Most positions per block: the strided packing keeps their input offsets on the stack.
@@ -328,7 +328,7 @@ pub(crate) fn pointwise_with_layout(
     }
     let out = Outputs::One(SendPtr(output.as_mut_ptr()));
     pointwise_impl(
-        level, g, input, layout, packed, bias, residual, act, out, scratch,
+        level, g, input, layout, packed, bias, residual, act, out, scratch, true,
     )
 }
 
@@ -354,38 +354,17 @@ pub(crate) struct PanelTarget {
     pub act: Activation,
 }
 
-/// The kernel behind [`pointwise_with_layout`] and the sibling groups of
-/// [`super::pointwise_group`]. With [`Outputs::Group`] there is no residual and every
-/// activation is one the tile applies (the group checks both); the caller has checked the
-/// outputs' lengths.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn pointwise_impl(
-    level: SimdLevel,
-    g: &ConvGeometry,
-    input: &[f32],
-    layout: InputLayout,
-    packed: &[f32],
-    bias: &[f32],
-    residual: Option<&[f32]>,
-    act: Activation,
-    outputs: Outputs<'_>,
-    scratch: &mut [f32],
-) {
-    pointwise_run(
-        level, g, input, layout, packed, bias, residual, act, outputs, scratch, true,
-    )
-}
-
 /// Where the tiles read a stride-1 conv's input: in place, from its NCHW rows (16 positions
 /// of each of K rows a channel apart per tile), instead of from a packed copy. The copy reads
 /// and writes the whole input once and pays off only over many weight panels, each of which
 /// re-reads it: for few panels the tile's strided loads from L2 cost less. Measured (AVX-512,
-/// ResNet-50 at 1 thread, 6 alternating runs, fastest of each, in place against packed):
-/// 256→64 at 56×56 (11 panels) 0.87–0.89× the time, 256→128 at 56×56 and 512→128 at 28×28
-/// (22 panels) 0.96–0.97×; 64→256 at 56×56 (43 panels) alone 1.03–1.07×, 256→1024 at 14×14
-/// 1.02–1.04×, Winograd's element GEMMs (interleaved channels) 1.03–1.08×; planes whose rows
-/// do not start on a 64-byte line (16 floats: Inception-v3's 35×35 and 17×17 maps split
-/// every load over two lines) 1.05–1.18×. Only the AVX-512 tiles read in place.
+/// ResNet-50, 8 alternating runs of the binaries with and without, fastest of each node):
+/// 256→64 at 56×56 (11 panels) 0.85× the time at 1 thread and 0.87× at 2, 256→128 at 56×56
+/// and 512→128 at 28×28 (22 panels) 0.92–0.96× and 0.92–0.95×. Left out, as measured with
+/// a switch: 64→256 at 56×56 (43 panels) alone 1.03–1.07×, 256→1024 at 14×14 1.02–1.04×,
+/// Winograd's element GEMMs (interleaved channels) 1.03–1.08×, and planes whose rows do not
+/// start on a 64-byte line (16 floats: Inception-v3's 35×35 and 17×17 maps split every load
+/// over two lines) 1.05–1.18×. Only the AVX-512 tiles read in place.
 fn reads_in_place(level: SimdLevel, g: &ConvGeometry, layout: InputLayout, panels: usize) -> bool {
     let stride_one = g.strides.iter().all(|&s| s == 1);
     stride_one
@@ -395,10 +374,13 @@ fn reads_in_place(level: SimdLevel, g: &ConvGeometry, layout: InputLayout, panel
         && panels <= IN_PLACE_MAX_PANELS
 }
 
-/// [`pointwise_impl`], with the in-place input reads of [`reads_in_place`] allowed or not
-/// (tests compare both: they give bit-identical sums).
+/// The kernel behind [`pointwise_with_layout`] and the sibling groups of
+/// [`super::pointwise_group`]. With [`Outputs::Group`] there is no residual and every
+/// activation is one the tile applies (the group checks both); the caller has checked the
+/// outputs' lengths. `in_place_allowed`: whether the call may read its input in place where
+/// [`reads_in_place`] picks it (tests turn it off to compare: the sums are bit-identical).
 #[allow(clippy::too_many_arguments)]
-fn pointwise_run(
+pub(crate) fn pointwise_impl(
     level: SimdLevel,
     g: &ConvGeometry,
     input: &[f32],
@@ -1992,7 +1974,7 @@ pub(crate) mod tests {
                         let mut scratch = vec![f32::NAN; scratch_len(&g, threads)];
                         let target = Outputs::One(SendPtr(out.as_mut_ptr()));
                         with_threads(threads, || {
-                            pointwise_run(
+                            pointwise_impl(
                                 SimdLevel::Avx512,
                                 &g,
                                 &x,

@@ -194,6 +194,7 @@ impl PointwiseGroup {
             Activation::None,
             outs,
             scratch,
+            true,
         );
         Ok(())
     }
