@@ -1338,15 +1338,7 @@ mod avx512 {
         c: *mut f32,
         t: &Tile<'_>,
     ) {
-        prefetch_rows(c, t);
-        // Fewer live rows (a last panel of 64 = 10·6 + 4 channels) run in more accumulator
-        // sets, so at least six FMA chains hide the FMA latency.
-        let acc = match t.rows {
-            0..=2 => sums::<2, 3, true>(depth, slice, a, x, NR),
-            3..=4 => sums::<4, 2, true>(depth, slice, a, x, NR),
-            _ => sums::<MR, 1, true>(depth, slice, a, x, NR),
-        };
-        store(acc, c, t);
+        tile_at::<true>(depth, slice, a, x, NR, c, t)
     }
 
     /// [`tile_6x16`] reading a full tile's input in place: row `k` at `x + k·xs`. A separate
@@ -1364,11 +1356,30 @@ mod avx512 {
         c: *mut f32,
         t: &Tile<'_>,
     ) {
+        tile_at::<false>(depth, slice, a, x, xs, c, t)
+    }
+
+    /// The body of both tiles, the input stepping as in [`slice_sums`].
+    ///
+    /// # Safety
+    /// As [`tile_6x16`] (`PACKED`) or [`tile_6x16_in_place`].
+    #[inline(always)]
+    unsafe fn tile_at<const PACKED: bool>(
+        depth: usize,
+        slice: usize,
+        a: *const f32,
+        x: *const f32,
+        xs: usize,
+        c: *mut f32,
+        t: &Tile<'_>,
+    ) {
         prefetch_rows(c, t);
+        // Fewer live rows (a last panel of 64 = 10·6 + 4 channels) run in more accumulator
+        // sets, so at least six FMA chains hide the FMA latency.
         let acc = match t.rows {
-            0..=2 => sums::<2, 3, false>(depth, slice, a, x, xs),
-            3..=4 => sums::<4, 2, false>(depth, slice, a, x, xs),
-            _ => sums::<MR, 1, false>(depth, slice, a, x, xs),
+            0..=2 => sums::<2, 3, PACKED>(depth, slice, a, x, xs),
+            3..=4 => sums::<4, 2, PACKED>(depth, slice, a, x, xs),
+            _ => sums::<MR, 1, PACKED>(depth, slice, a, x, xs),
         };
         store(acc, c, t);
     }
