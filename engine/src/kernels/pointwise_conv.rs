@@ -770,7 +770,7 @@ unsafe fn compute_tile_in_place(
         assert!(detected_simd_level() >= SimdLevel::Avx512);
         // SAFETY: AVX-512F present (checked above); the slices, the width and the tile's
         // output satisfy the kernel's contract by this function's.
-        avx512::tile_6x16_in_place(depth, slice, a.as_ptr(), x.as_ptr(), xs, c, t)
+        avx512::tile_at::<false>(depth, slice, a.as_ptr(), x.as_ptr(), xs, c, t)
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("in-place tiles need AVX-512")
@@ -1341,30 +1341,15 @@ mod avx512 {
         tile_at::<true>(depth, slice, a, x, NR, c, t)
     }
 
-    /// [`tile_6x16`] reading a full tile's input in place: row `k` at `x + k·xs`. A separate
-    /// function, so the packed tile keeps its constant step folded into its loads.
+    /// [`tile_6x16`] with the input stepping as in [`slice_sums`]: `tile_at::<false>` reads a
+    /// full tile in place, row `k` at `x + k·xs`. Each instance is compiled on its own, so the
+    /// packed tile keeps its constant step folded into its loads.
     ///
     /// # Safety
-    /// Requires AVX-512F; the contract of `super::compute_tile_in_place`.
+    /// Requires AVX-512F; the contract of `super::compute_tile` (`PACKED`) or of
+    /// `super::compute_tile_in_place`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn tile_6x16_in_place(
-        depth: usize,
-        slice: usize,
-        a: *const f32,
-        x: *const f32,
-        xs: usize,
-        c: *mut f32,
-        t: &Tile<'_>,
-    ) {
-        tile_at::<false>(depth, slice, a, x, xs, c, t)
-    }
-
-    /// The body of both tiles, the input stepping as in [`slice_sums`].
-    ///
-    /// # Safety
-    /// As [`tile_6x16`] (`PACKED`) or [`tile_6x16_in_place`].
-    #[inline(always)]
-    unsafe fn tile_at<const PACKED: bool>(
+    pub(super) unsafe fn tile_at<const PACKED: bool>(
         depth: usize,
         slice: usize,
         a: *const f32,
@@ -1539,7 +1524,7 @@ mod avx512 {
     /// The input steps as in [`slice_sums`].
     ///
     /// # Safety
-    /// As [`tile_6x16`] (`PACKED`) or [`tile_6x16_in_place`].
+    /// As [`tile_at`].
     #[inline(always)]
     unsafe fn sums<const R: usize, const S: usize, const PACKED: bool>(
         depth: usize,
