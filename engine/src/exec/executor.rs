@@ -25,6 +25,7 @@ use crate::tensor::{DType, Tensor};
 use super::aligned::AlignedFloats;
 use super::plan::MemoryPlan;
 use super::steps::{group_siblings, prepare, Ctx, Kind, Span, Step};
+use super::warm_workers::warm_other_workers;
 
 /// A backend that runs one prepared graph. The CPU executor implements it; a GPU backend plugs
 /// into [`crate::session::Session`] through the same trait.
@@ -474,7 +475,10 @@ impl Executor for CpuExecutor {
         trace: Option<&mut Vec<NodeTrace>>,
     ) -> Result<Vec<Tensor>> {
         let state = &mut self.state;
-        self.pool.install(|| state.run_inner(inputs, trace))
+        self.pool.install(|| {
+            warm_other_workers();
+            state.run_inner(inputs, trace)
+        })
     }
 
     fn reserved_bytes(&self) -> u64 {

@@ -6,6 +6,7 @@ pub mod executor;
 pub mod fuse;
 pub mod plan;
 mod steps;
+mod warm_workers;
 
 pub use executor::{CpuExecutor, Executor};
 pub use fuse::optimize;
