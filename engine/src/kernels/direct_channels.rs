@@ -28,9 +28,9 @@ use super::conv::ConvGeometry;
 use super::cpu_features::{detected_simd_level, SimdLevel};
 use super::gemm::SendPtr;
 use super::pointwise_channels::{merge_part_into_totals, store_rows};
+use super::worker_items::for_each_item;
 use crate::ir::Activation;
 use rayon::prelude::*;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Output positions per register tile (broadcast operand).
 pub const PR: usize = 6;
@@ -449,22 +449,12 @@ pub fn direct_channels_conv(
                 );
             }
         };
-        if workers <= 1 {
-            let tot = &mut totals[..tot_len];
-            (0..items).for_each(|i| run(split.item(&l, i), tot));
-            continue;
-        }
-        // A shared counter hands out items: a descheduled thread delays one item, not its share.
-        let next = AtomicUsize::new(0);
-        totals[..tot_len * workers]
-            .par_chunks_mut(tot_len)
-            .for_each(|tot| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= items {
-                    break;
-                }
-                run(split.item(&l, i), tot);
-            });
+        for_each_item(
+            items,
+            &mut totals[..tot_len * workers],
+            tot_len,
+            |i, tot| run(split.item(&l, i), tot),
+        );
     }
 }
 

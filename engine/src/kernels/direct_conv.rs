@@ -30,6 +30,7 @@ use super::conv::ConvGeometry;
 use super::cpu_features::SimdLevel;
 use super::elementwise::bias_residual_activation_with;
 use super::gemm::SendPtr;
+use super::worker_items::for_each_item;
 use crate::ir::Activation;
 use rayon::prelude::*;
 
@@ -565,21 +566,9 @@ pub fn direct_conv(
                 c0 += cc;
             }
         };
-        if workers <= 1 {
-            let acc = &mut cbufs[..cbuf];
-            (0..item_count).for_each(|i| run(item(i), acc));
-        } else {
-            let next = std::sync::atomic::AtomicUsize::new(0);
-            cbufs[..cbuf * workers]
-                .par_chunks_mut(cbuf)
-                .for_each(|acc| loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= item_count {
-                        break;
-                    }
-                    run(item(i), acc);
-                });
-        }
+        for_each_item(item_count, &mut cbufs[..cbuf * workers], cbuf, |i, acc| {
+            run(item(i), acc)
+        });
     }
 }
 

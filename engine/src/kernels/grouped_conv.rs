@@ -24,8 +24,8 @@ use super::conv::ConvGeometry;
 use super::cpu_features::{detected_simd_level, simd_level, SimdLevel};
 use super::elementwise::activation_inplace;
 use super::gemm::{k_slice, SendPtr};
+use super::worker_items::for_each_item_init;
 use crate::ir::Activation;
-use rayon::prelude::*;
 
 /// Most input or output channels per group this kernel takes; above that the GEMM's blocks
 /// are big enough for im2col + GEMM to be efficient.
@@ -375,30 +375,15 @@ pub fn grouped_conv_with(
     };
     let slots = (scratch.len() / slot).clamp(1, threads).min(item_count);
     // The input copies' padding columns (and the stride-split temporary row) are zeroed once
-    // per call here; `fill_input` writes only the data columns and zeroes whole pad rows.
-    if slots <= 1 {
-        scratch[..slot].fill(0.0);
-        for i in 0..item_count {
-            run_item(&item(i), scratch);
-        }
-        return;
-    }
-    // Items are handed out dynamically (a shared counter), not striped: on a loaded machine a
-    // descheduled thread then delays the op by one item, not by its whole share. Which thread
-    // computes an item does not change its values.
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    scratch[..slot * slots]
-        .par_chunks_mut(slot)
-        .for_each(|buf| {
-            buf.fill(0.0);
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= item_count {
-                    break;
-                }
-                run_item(&item(i), buf);
-            }
-        });
+    // per call and slot here; `fill_input` writes only the data columns and zeroes whole pad
+    // rows.
+    for_each_item_init(
+        item_count,
+        &mut scratch[..slot * slots],
+        slot,
+        |buf| buf.fill(0.0),
+        |i, buf| run_item(&item(i), buf),
+    );
 }
 
 /// Copies the input rows of output rows `oy0..oy0 + rows` of one group (`img`: `cin_g` planes)

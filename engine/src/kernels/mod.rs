@@ -11,6 +11,8 @@
 //!
 //! Threads: kernels parallelise with rayon over `rayon::current_num_threads()` workers of the
 //! pool they are called in; results do not depend on the thread count beyond float rounding.
+//! The convolution kernels hand their work items out through `worker_items`: each worker
+//! keeps its own scratch slot and starts on its own contiguous share of the items.
 
 pub mod conv;
 pub mod cpu_features;
@@ -30,6 +32,7 @@ mod pool2d;
 pub mod unfolded_conv;
 pub mod vec_mat;
 pub mod winograd;
+mod worker_items;
 
 pub use conv::{conv, conv_scratch_len, ConvAlgo, ConvGeometry, PackedConvWeights};
 pub use cpu_features::{detected_simd_level, set_max_simd_level, simd_level, SimdLevel};

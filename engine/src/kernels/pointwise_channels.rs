@@ -27,9 +27,9 @@ use super::cpu_features::{detected_simd_level, SimdLevel};
 use super::elementwise::activation_inplace_with;
 use super::gemm::{k_slice, SendPtr};
 use super::pointwise_conv::{strided_input_index, without_inputs};
+use super::worker_items::for_each_item;
 use crate::ir::Activation;
 use rayon::prelude::*;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Positions per register tile (the broadcast operand, from the packed input).
 pub const PR: usize = 6;
@@ -197,22 +197,7 @@ pub fn pointwise_channels_conv(
     let tot_len = totals_len(g);
     let threads = rayon::current_num_threads().max(1);
     let workers = (totals.len() / tot_len).clamp(1, threads).min(items);
-    if workers <= 1 {
-        let tot = &mut totals[..tot_len];
-        (0..items).for_each(|i| run(i, tot));
-        return;
-    }
-    // A shared counter hands out items: a descheduled thread delays one item, not its share.
-    let next = AtomicUsize::new(0);
-    totals[..tot_len * workers]
-        .par_chunks_mut(tot_len)
-        .for_each(|tot| loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= items {
-                break;
-            }
-            run(i, tot);
-        });
+    for_each_item(items, &mut totals[..tot_len * workers], tot_len, run);
 }
 
 /// Copies position tile `t` of one image and group (`x`: its `K` input rows) into `dst`,

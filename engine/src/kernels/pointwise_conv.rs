@@ -42,8 +42,8 @@ use super::conv::ConvGeometry;
 use super::cpu_features::{detected_simd_level, SimdLevel};
 use super::elementwise::activation_inplace_with;
 use super::gemm::{k_slice, SendPtr};
+use super::worker_items::for_each_item;
 use crate::ir::Activation;
-use rayon::prelude::*;
 
 /// Output channels per register tile (the broadcast operand, from the packed weights).
 pub const MR: usize = 6;
@@ -560,25 +560,9 @@ pub(crate) fn pointwise_impl(
             k0 += kc;
         }
     };
-    let items = split.items(g);
-    let slot = slot_len(g);
-    let workers = (scratch.len() / slot.max(1)).clamp(1, threads).min(items);
-    if workers <= 1 {
-        let buf = &mut scratch[..slot];
-        (0..items).for_each(|i| run(split.item(g, i), buf));
-        return;
-    }
-    // A shared counter hands out items: a descheduled thread delays one item, not its share.
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    scratch[..slot * workers]
-        .par_chunks_mut(slot)
-        .for_each(|buf| loop {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if i >= items {
-                break;
-            }
-            run(split.item(g, i), buf);
-        });
+    for_each_item(split.items(g), scratch, slot_len(g), |i, buf| {
+        run(split.item(g, i), buf)
+    });
 }
 
 /// Copies `kc` rows (`ldx` apart) of `positions` floats into tiles of [`NR`] positions, each
