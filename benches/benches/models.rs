@@ -2,7 +2,8 @@
 //! (torchvision exports in `.cache/models/`, written by `scripts/check_full_models.py`), batch
 //! 1, on `MODEL_THREADS` threads (default 1). Models whose file is missing are skipped with a
 //! note, so the bench runs on a fresh clone too (then it only benches the built-in ResNet-50
-//! from the zoo, whose weights are seeded random values). Run:
+//! from the zoo, whose weights are seeded random values); the built-in CIFAR ResNet-20 always
+//! runs, as a small model. Run:
 //! `cargo bench -p engine-benches --bench models` (add `-- resnet50` to filter).
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -76,6 +77,11 @@ fn bench_models(c: &mut Criterion) {
         let model = engine::Model::load("zoo:resnet50").expect("built-in ResNet-50");
         bench_model(c, "zoo_resnet50", &model);
     }
+    // A small model (~1 ms): its time is as much the hand-over between parallel loops as the
+    // kernels, which is where workers that keep polling (`exec/warm_workers.rs`) and work
+    // items with worker affinity (`kernels/worker_items.rs`) show at 2 threads.
+    let small = engine::Model::load("zoo:resnet20").expect("built-in ResNet-20");
+    bench_model(c, "zoo_resnet20", &small);
 }
 
 criterion_group!(benches, bench_models);
