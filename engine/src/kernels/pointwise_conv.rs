@@ -591,7 +591,14 @@ fn pack_input(x: &[f32], ldx: usize, kc: usize, positions: usize, out: &mut [f32
 /// [`pack_input`] for a strided conv: output positions `p0..p0 + positions` gather the input
 /// values they read (each row is read once per tile of 16 positions, the tiles in order).
 /// With AVX-512 and a stride of 2 along the last axis (ResNet's 1×1/2 shortcuts) the gather
-/// runs a vector at a time ([`pack_input_stride2`]).
+/// runs a vector at a time: the block's positions are cut into runs that stay in one output
+/// row and one tile ([`even_runs`]), and each run of each channel is two masked loads of
+/// consecutive inputs, one permute keeping the even lanes and one masked store. The scalar
+/// gather, one load and store per value from a cold input, took 12% of the 256→512 shortcut
+/// at 56×56 → 28×28 (`perf`, 1 thread) against 67% for its register tiles. That conv alone (8
+/// alternating runs of the binaries, fastest) took 0.925× the time at 1 thread, 512→1024 to
+/// 14×14 0.98×; in ResNet-50 the two shortcuts 0.96–0.98× (the cold input, not the gather,
+/// dominates there). The values are copied, not computed: the packed tiles are identical.
 #[allow(clippy::too_many_arguments)]
 fn pack_input_strided(
     level: SimdLevel,
@@ -603,13 +610,28 @@ fn pack_input_strided(
     positions: usize,
     out: &mut [f32],
 ) {
+    let in_plane = g.in_plane();
     #[cfg(target_arch = "x86_64")]
     if level >= SimdLevel::Avx512 && g.strides.last() == Some(&2) {
-        pack_input_stride2(g, x, ldx, kc, p0, positions, out);
+        let mut runs = [EvenRun::default(); MAX_RUNS];
+        let runs = even_runs(g, p0, positions, &mut runs);
+        let tail = positions.next_multiple_of(NR) - positions;
+        for kk in 0..kc {
+            let row = &x[kk * ldx..kk * ldx + in_plane];
+            for r in runs {
+                let src = &row[r.src..r.src + 2 * r.len - 1];
+                let dst = &mut out[(r.tile * kc + kk) * NR + r.lane..][..r.len];
+                // SAFETY: AVX-512F present (the kernel clamps `level` to the detected one);
+                // `gather_even`'s slice lengths hold (`2·len − 1` inputs, `len ≤ 16` outputs).
+                unsafe { avx512_gather::gather_even(src, dst) };
+            }
+            if tail > 0 {
+                out[((positions / NR) * kc + kk) * NR + NR - tail..][..tail].fill(0.0);
+            }
+        }
         return;
     }
     let _ = level;
-    let in_plane = g.in_plane();
     let mut offsets = [0usize; MAX_BLOCK];
     for (i, off) in offsets[..positions].iter_mut().enumerate() {
         *off = strided_input_index(g, p0 + i);
@@ -638,32 +660,20 @@ struct EvenRun {
     len: usize,
 }
 
-/// Most runs in a block: one per tile plus one per row boundary inside it.
+/// Most runs in a block: every run holds a position, and a block has at most [`MAX_BLOCK`].
 #[cfg(target_arch = "x86_64")]
-const MAX_RUNS: usize = 2 * MAX_BLOCK;
+const MAX_RUNS: usize = MAX_BLOCK;
 
-/// [`pack_input_strided`] for a stride of 2 along the last axis, with AVX-512: the block's
-/// positions are cut into runs that stay in one output row and one tile, and each run of each
-/// channel is two masked loads of consecutive inputs, one permute keeping the even lanes and
-/// one masked store. The scalar gather, one load and store per value from a cold input, took
-/// 12% of the 256→512 shortcut at 56×56 → 28×28 (`perf`, 1 thread) against 67% for its
-/// register tiles. That conv alone (8 alternating runs of the binaries, fastest) took 0.925×
-/// the time at 1 thread, 512→1024 to 14×14 0.98×; in ResNet-50 the two shortcuts 0.96–0.98×
-/// (the cold input, not the gather, dominates there). The values are copied, not computed:
-/// the packed tiles are identical.
+/// Cuts positions `p0..p0 + positions` into runs along the last output axis that stay in one
+/// row and one packed tile ([`pack_input_strided`]'s stride-2 path); returns them in order.
 #[cfg(target_arch = "x86_64")]
-fn pack_input_stride2(
+fn even_runs<'a>(
     g: &ConvGeometry,
-    x: &[f32],
-    ldx: usize,
-    kc: usize,
     p0: usize,
     positions: usize,
-    out: &mut [f32],
-) {
-    let in_plane = g.in_plane();
+    runs: &'a mut [EvenRun; MAX_RUNS],
+) -> &'a [EvenRun] {
     let row_len = g.out_spatial.last().copied().unwrap_or(1).max(1);
-    let mut runs = [EvenRun::default(); MAX_RUNS];
     let mut count = 0;
     let end = p0 + positions;
     let mut p = p0;
@@ -679,21 +689,7 @@ fn pack_input_stride2(
         count += 1;
         p = stop;
     }
-    let tail = positions.next_multiple_of(NR) - positions;
-    for kk in 0..kc {
-        let row = &x[kk * ldx..kk * ldx + in_plane];
-        for r in &runs[..count] {
-            let src = &row[r.src..r.src + 2 * r.len - 1];
-            let dst = &mut out[(r.tile * kc + kk) * NR + r.lane..][..r.len];
-            // SAFETY: `pack_input_strided` takes this path only at the AVX-512 level, which
-            // the kernel clamps to the detected one; `gather_even`'s slice lengths hold
-            // (`2·len − 1` inputs for `len ≤ 16` outputs).
-            unsafe { avx512_gather::gather_even(src, dst) };
-        }
-        if tail > 0 {
-            out[((positions / NR) * kc + kk) * NR + NR - tail..][..tail].fill(0.0);
-        }
-    }
+    &runs[..count]
 }
 
 #[cfg(target_arch = "x86_64")]
