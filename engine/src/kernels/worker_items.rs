@@ -4,11 +4,9 @@
 //!
 //! Why: with items handed out by one shared counter and slots by whichever thread picks up a
 //! chunk, a worker's packing buffer and its share of each output move between the cores from
-//! one call to the next. `perf` of Inception-v3 at 2 threads against 1 (same iterations) put
-//! the register tiles at 1.05–1.15× their 1-thread samples but the parts that move memory at
-//! 1.4–5× (the 1×1 packing 2.6×, the transposing store 4.9×), and a microbenchmark on this
-//! host wrote 512 KiB last written by the other core in 1.4× the time of lines its own core
-//! wrote (reads: 1.1×). Contiguous shares keep what a worker wrote for one conv (positions in
+//! one call to the next, and on this host a core writing 512 KiB last written by the other
+//! core took 1.4× the time of rewriting its own lines (reading them 1.1×; a C microbenchmark
+//! with pinned threads). Contiguous shares keep what a worker wrote for one conv (positions in
 //! the same order) where the next conv's share of the same worker reads it, as ONNX Runtime's
 //! static partition does; helping with the other shares afterwards keeps a descheduled worker
 //! from holding the call up for its whole share. Measured (binary against binary, 8
