@@ -322,7 +322,6 @@ pub fn direct_channels_conv(
     let (padded, totals) = scratch.split_at_mut(l.padded_len());
     let tot_len = l.totals_len();
     let strip_pos = l.strip_positions();
-    let workers = (totals.len() / tot_len.max(1)).clamp(1, threads).min(items);
     for n in 0..g.batch {
         let img = &input[n * in_img..(n + 1) * in_img];
         let x: &[f32] = if l.padded {
@@ -449,12 +448,9 @@ pub fn direct_channels_conv(
                 );
             }
         };
-        for_each_item(
-            items,
-            &mut totals[..tot_len * workers],
-            tot_len,
-            |i, tot| run(split.item(&l, i), tot),
-        );
+        for_each_item(items, &mut *totals, tot_len, |i, tot| {
+            run(split.item(&l, i), tot)
+        });
     }
 }
 

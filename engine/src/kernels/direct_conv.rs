@@ -437,9 +437,6 @@ pub fn direct_conv(
     }
     let blocks_per_part = blocks.div_ceil(parts_for(strips));
     let item_count = items_for(strips);
-    let workers = (cbufs.len() / cbuf.max(1))
-        .clamp(1, threads)
-        .min(item_count);
 
     for n in 0..g.batch {
         let img = &input[n * in_img..(n + 1) * in_img];
@@ -566,9 +563,7 @@ pub fn direct_conv(
                 c0 += cc;
             }
         };
-        for_each_item(item_count, &mut cbufs[..cbuf * workers], cbuf, |i, acc| {
-            run(item(i), acc)
-        });
+        for_each_item(item_count, cbufs, cbuf, |i, acc| run(item(i), acc));
     }
 }
 

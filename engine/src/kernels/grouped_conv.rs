@@ -373,13 +373,12 @@ pub fn grouped_conv_with(
             }
         }
     };
-    let slots = (scratch.len() / slot).clamp(1, threads).min(item_count);
     // The input copies' padding columns (and the stride-split temporary row) are zeroed once
     // per call and slot here; `fill_input` writes only the data columns and zeroes whole pad
     // rows.
     for_each_item_init(
         item_count,
-        &mut scratch[..slot * slots],
+        scratch,
         slot,
         |buf| buf.fill(0.0),
         |i, buf| run_item(&item(i), buf),

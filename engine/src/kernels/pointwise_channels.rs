@@ -195,9 +195,7 @@ pub fn pointwise_channels_conv(
     };
 
     let tot_len = totals_len(g);
-    let threads = rayon::current_num_threads().max(1);
-    let workers = (totals.len() / tot_len).clamp(1, threads).min(items);
-    for_each_item(items, &mut totals[..tot_len * workers], tot_len, run);
+    for_each_item(items, totals, tot_len, run);
 }
 
 /// Copies position tile `t` of one image and group (`x`: its `K` input rows) into `dst`,
