@@ -209,6 +209,16 @@ fn pack_input_tile(g: &ConvGeometry, x: &[f32], t: usize, dst: &mut [f32]) {
         *off = strided_input_index(g, p0 + j);
     }
     let dense = g.strides.iter().all(|&s| s == 1);
+    if dense && width == PR {
+        // Whole dense tiles copy a fixed-size array per row: the slice copy below compiles
+        // to a libc call per 6 floats, which took 6% of a 2048→512 conv at 7×7.
+        for (row, d) in x.chunks_exact(in_plane).zip(dst.chunks_exact_mut(PR)) {
+            let src: &[f32; PR] = row[p0..p0 + PR].try_into().expect("PR floats");
+            let d: &mut [f32; PR] = d.try_into().expect("PR floats");
+            *d = *src;
+        }
+        return;
+    }
     for (row, d) in x.chunks_exact(in_plane).zip(dst.chunks_exact_mut(PR)) {
         if dense {
             d[..width].copy_from_slice(&row[p0..p0 + width]);
