@@ -362,15 +362,20 @@ pub(crate) struct PanelTarget {
 /// 256→64 at 56×56 (11 panels) 0.85× the time at 1 thread and 0.87× at 2, 256→128 at 56×56
 /// and 512→128 at 28×28 (22 panels) 0.92–0.96× and 0.92–0.95×. Left out, as measured with
 /// a switch: 64→256 at 56×56 (43 panels) alone 1.03–1.07×, 256→1024 at 14×14 1.02–1.04×,
-/// Winograd's element GEMMs (interleaved channels) 1.03–1.08×, and planes whose rows do not
-/// start on a 64-byte line (16 floats: Inception-v3's 35×35 and 17×17 maps split every load
-/// over two lines) 1.05–1.18×. Only the AVX-512 tiles read in place.
+/// and planes whose rows do not start on a 64-byte line (16 floats: Inception-v3's 35×35 and
+/// 17×17 maps split every load over two lines) 1.05–1.18×. Only the AVX-512 tiles read in
+/// place. Winograd's element GEMMs (channels `layout.channel` apart, interleaved with the
+/// other elements') read in place too where their rows start on lines: ResNet-50's
+/// 64-channel F(2×2) at 56×56 (784 tiles, 8–10 alternating runs per node, fastest of each,
+/// 29 Nov) took 0.94–0.965× the packed copy's time at 1 thread and 0.93–0.95× at 2 with the
+/// rows half a line off (an older kernel had measured 1.03–1.08× there), and a further
+/// 0.92–0.95× and 0.94–0.99× once they start on lines.
 fn reads_in_place(level: SimdLevel, g: &ConvGeometry, layout: InputLayout, panels: usize) -> bool {
     let stride_one = g.strides.iter().all(|&s| s == 1);
     stride_one
         && level >= SimdLevel::Avx512
-        && layout.channel == g.in_plane()
         && g.in_plane().is_multiple_of(NR)
+        && layout.channel.is_multiple_of(NR)
         && panels <= IN_PLACE_MAX_PANELS
 }
 
