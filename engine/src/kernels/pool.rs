@@ -736,11 +736,47 @@ mod tests {
         }
     }
 
+    /// The rows-first AVX-512 max pool is planned for the geometries the tests above give it
+    /// (Inception-v3's 147×147 and 71×71 3×3/2 pools, a ragged last block, taller windows) and
+    /// not for padded, narrow, dilated or average pools.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn rows_first_max_pool_is_planned_where_it_applies() {
+        use super::super::pool2d::rows_first_max;
+        let s2 = |hw: [usize; 2], k: [usize; 2], d: [usize; 2], pad: usize| {
+            geom(&hw, &k, &[2, 2], &d, &[pad, pad], &[pad, pad], false)
+        };
+        for g in [
+            s2([147, 147], [3, 3], [1, 1], 0),
+            s2([71, 71], [3, 3], [1, 1], 0),
+            s2([9, 37], [3, 3], [1, 1], 0),
+            s2([11, 40], [5, 3], [2, 1], 0),
+        ] {
+            assert!(rows_first_max(&g, PoolKind::Max), "{g:?}");
+            for avg in &KINDS[1..] {
+                assert!(!rows_first_max(&g, *avg), "{g:?}");
+            }
+        }
+        for g in [
+            s2([112, 112], [3, 3], [1, 1], 1),
+            s2([35, 31], [3, 3], [1, 1], 0),
+            s2([40, 40], [3, 3], [1, 2], 0),
+            s2([40, 40], [3, 2], [1, 1], 0),
+        ] {
+            assert!(!rows_first_max(&g, PoolKind::Max), "{g:?}");
+        }
+        let tall = s2([11, 40], [5, 3], [2, 1], 0);
+        let x = rand_vec(tall.batch * tall.channels * tall.in_plane(), 5);
+        check_2d(&tall, &x, "rows first, tall windows");
+    }
+
     /// Max pooling skips NaN inputs (an all-NaN window gives -inf) at every level, as the
     /// reference does; averages see the NaN.
     #[test]
     fn pool_2d_nan_inputs() {
         for g in [
+            // The rows-first AVX-512 path (3 wide, stride 2, unpadded, 18 outputs per row).
+            geom(&[9, 37], &[3, 3], &[2, 2], &[1, 1], &[0, 0], &[0, 0], false),
             geom(&[13, 21], &[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], true),
             geom(
                 &[12, 19],
