@@ -736,38 +736,43 @@ mod tests {
         }
     }
 
-    /// The rows-first AVX-512 max pool is planned for the geometries the tests above give it
-    /// (Inception-v3's 147×147 and 71×71 3×3/2 pools, a ragged last block, taller windows) and
-    /// not for padded, narrow, dilated or average pools.
+    /// The rows-first AVX-512 max pool is planned for the geometries it serves (Inception-v3's
+    /// 147×147 and 71×71 3×3/2 pools, ResNet's padded 112×112 one, a ragged last block,
+    /// taller windows, pads on either side, ceil mode) and not for narrow, dilated, other
+    /// widths or average pools; padded and tall cases match the reference.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn rows_first_max_pool_is_planned_where_it_applies() {
         use super::super::pool2d::rows_first_max;
-        let s2 = |hw: [usize; 2], k: [usize; 2], d: [usize; 2], pad: usize| {
-            geom(&hw, &k, &[2, 2], &d, &[pad, pad], &[pad, pad], false)
+        let s2 = |hw: [usize; 2], k: [usize; 2], d: [usize; 2], pb: [usize; 2], pe, ceil| {
+            geom(&hw, &k, &[2, 2], &d, &pb, pe, ceil)
         };
-        for g in [
-            s2([147, 147], [3, 3], [1, 1], 0),
-            s2([71, 71], [3, 3], [1, 1], 0),
-            s2([9, 37], [3, 3], [1, 1], 0),
-            s2([11, 40], [5, 3], [2, 1], 0),
-        ] {
-            assert!(rows_first_max(&g, PoolKind::Max), "{g:?}");
+        let taken = [
+            s2([147, 147], [3, 3], [1, 1], [0, 0], &[0, 0], false),
+            s2([71, 71], [3, 3], [1, 1], [0, 0], &[0, 0], false),
+            s2([9, 37], [3, 3], [1, 1], [0, 0], &[0, 0], false),
+            s2([11, 40], [5, 3], [2, 1], [0, 0], &[0, 0], false),
+            s2([112, 112], [3, 3], [1, 1], [1, 1], &[1, 1], false),
+            s2([13, 46], [3, 3], [1, 1], [2, 2], &[1, 2], true),
+            s2([6, 33], [2, 3], [1, 1], [0, 0], &[1, 1], true),
+        ];
+        for g in &taken {
+            assert!(rows_first_max(g, PoolKind::Max), "{g:?}");
             for avg in &KINDS[1..] {
-                assert!(!rows_first_max(&g, *avg), "{g:?}");
+                assert!(!rows_first_max(g, *avg), "{g:?}");
             }
         }
         for g in [
-            s2([112, 112], [3, 3], [1, 1], 1),
-            s2([35, 31], [3, 3], [1, 1], 0),
-            s2([40, 40], [3, 3], [1, 2], 0),
-            s2([40, 40], [3, 2], [1, 1], 0),
+            s2([35, 31], [3, 3], [1, 1], [0, 0], &[0, 0], false),
+            s2([40, 40], [3, 3], [1, 2], [0, 0], &[0, 0], false),
+            s2([40, 40], [3, 2], [1, 1], [0, 0], &[0, 0], false),
         ] {
             assert!(!rows_first_max(&g, PoolKind::Max), "{g:?}");
         }
-        let tall = s2([11, 40], [5, 3], [2, 1], 0);
-        let x = rand_vec(tall.batch * tall.channels * tall.in_plane(), 5);
-        check_2d(&tall, &x, "rows first, tall windows");
+        for (i, g) in taken[3..].iter().enumerate() {
+            let x = rand_vec(g.batch * g.channels * g.in_plane(), 5 + i as u64);
+            check_2d(g, &x, "rows first");
+        }
     }
 
     /// Max pooling skips NaN inputs (an all-NaN window gives -inf) at every level, as the
@@ -775,8 +780,9 @@ mod tests {
     #[test]
     fn pool_2d_nan_inputs() {
         for g in [
-            // The rows-first AVX-512 path (3 wide, stride 2, unpadded, 18 outputs per row).
+            // The rows-first AVX-512 path (3 wide, stride 2, 18 outputs per row; with pads).
             geom(&[9, 37], &[3, 3], &[2, 2], &[1, 1], &[0, 0], &[0, 0], false),
+            geom(&[9, 37], &[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], true),
             geom(&[13, 21], &[3, 3], &[2, 2], &[1, 1], &[1, 1], &[1, 1], true),
             geom(
                 &[12, 19],
