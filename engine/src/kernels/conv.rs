@@ -765,7 +765,9 @@ fn slot_len(g: &ConvGeometry, w: &PackedConvWeights) -> usize {
         (ConvAlgo::PointwiseChannels, _) => super::pointwise_channels::scratch_len(g, 1),
         (ConvAlgo::Grouped, _) => super::grouped_conv::slot_len(g),
         (ConvAlgo::Direct, _) => super::direct_conv::scratch_len(g, 1),
-        (ConvAlgo::DirectChannels, _) => super::direct_channels::scratch_len(g, 1),
+        (ConvAlgo::DirectChannels, _) => {
+            super::direct_channels::min_scratch_len(g, rayon::current_num_threads())
+        }
         (ConvAlgo::Unfolded, _) => super::unfolded_conv::scratch_len(g, 1),
         (ConvAlgo::Pointwise, ConvGemm::Crate(_)) => 0,
         _ => packed_b_len(kg, column_block(g)),

@@ -11,8 +11,10 @@
 //! inner loop, and only the plane's last tile is ragged (summed at its own width). Channels
 //! come in 16s, which ResNet's and Inception's widths are multiples of.
 //!
-//! 1. Padded convs copy the image once into a zero-padded buffer `cin × Hp × Wp`; unpadded
-//!    ones read the input where it lies. No phase split: broadcasts read any address.
+//! 1. Padded convs copy the image once into a zero-padded buffer `cin × Hp × Wp` (on several
+//!    workers, where the strips below allow, each worker copies only the padded rows of its
+//!    strip into its own slot: [`strip_padding`]); unpadded ones read the input where it lies.
+//!    No phase split: broadcasts read any address.
 //! 2. A work item is a strip of position tiles × a range of 16-channel panels. For each chunk
 //!    of input channels (at most `CHUNK_K` = 128 multiply-adds per output, the blocked summation
 //!    of the other conv paths) the tile's input stays in L1 while every panel's weights
@@ -28,7 +30,7 @@ use super::conv::ConvGeometry;
 use super::cpu_features::{detected_simd_level, SimdLevel};
 use super::gemm::SendPtr;
 use super::pointwise_channels::{merge_part_into_totals, store_rows};
-use super::worker_items::for_each_item;
+use super::worker_items::{for_each_item, for_each_item_state};
 use crate::ir::Activation;
 use rayon::prelude::*;
 
@@ -213,12 +215,68 @@ impl Layout {
     }
 }
 
-/// Scratch floats [`direct_channels_conv`] needs to run `threads` workers: the padded image
-/// (padded convs only) plus one set of running totals per worker (with less, fewer workers
-/// run; at least one must fit).
+/// Scratch floats [`direct_channels_conv`] needs to run `threads` workers: on one, the padded
+/// image (padded convs only) plus its running totals; on more, one slot per worker (its totals,
+/// and for padded convs the padded rows of its strip: [`strip_padding`]). With less, fewer
+/// workers run; [`min_scratch_len`] must fit.
 pub fn scratch_len(g: &ConvGeometry, threads: usize) -> usize {
     let l = Layout::new(g);
-    l.padded_len() + l.totals_len() * threads.max(1)
+    if strip_padding(&l, threads) {
+        strip_slot_len(&l, &Split::new(&l, threads)) * threads
+    } else {
+        l.padded_len() + l.totals_len() * threads.max(1)
+    }
+}
+
+/// The least scratch a call on a pool of `threads` workers runs with (one worker then).
+pub fn min_scratch_len(g: &ConvGeometry, threads: usize) -> usize {
+    let l = Layout::new(g);
+    if strip_padding(&l, threads) {
+        strip_slot_len(&l, &Split::new(&l, threads))
+    } else {
+        scratch_len(g, 1)
+    }
+}
+
+/// Whether a call on `threads` workers pads per strip: every worker copies the padded rows
+/// its strip reads into its own slot (when its item's strip is not the one already there),
+/// instead of all of them padding the whole image into one shared buffer first. Timed inside
+/// the kernel (29 Nov), Inception-v3's shared copies took 5.6% of its direct convs' time at 2
+/// threads, more in all than the same copies on one thread (2.1%): a separate parallel step,
+/// where each worker rewrites lines the other core last read. A worker's own rows stay in its
+/// cache, and the copy needs no step of its own. Taken where the split already has a strip per
+/// worker and the strips' rows (which overlap by the window's height) add up to at most 1.5×
+/// the image's: not for the 7×7/2 stem, whose strips of 4–5 output rows read 15–16 rows each.
+/// Measured (two binaries, Inception-v3 at 2 threads, 10 alternating runs of `engine
+/// profile`, fastest of each node): the 7×7 branches' nodes 0.945× the time (their 7×1 and 1×7
+/// convs 0.83–0.91× in an earlier sitting), the run 0.984×.
+fn strip_padding(l: &Layout, threads: usize) -> bool {
+    if !l.padded || threads < 2 || l.tiles().div_ceil(l.strip_tiles) < threads {
+        return false;
+    }
+    // The strips' rows overlap by the window's height: copying them must not cost much more
+    // than copying the image once.
+    let split = Split::strips_only(l, threads);
+    let rows: usize = (0..split.strips)
+        .map(|s| {
+            let (r0, r1) = split.strip_rows(l, s);
+            r1 - r0
+        })
+        .sum();
+    2 * rows <= 3 * l.hp
+}
+
+/// Floats of one worker's slot when padding per strip: its running totals, then the padded
+/// rows of the tallest strip.
+fn strip_slot_len(l: &Layout, split: &Split) -> usize {
+    let rows = (0..split.strips)
+        .map(|s| {
+            let (r0, r1) = split.strip_rows(l, s);
+            r1 - r0
+        })
+        .max()
+        .unwrap_or(0);
+    l.totals_len() + l.cin * rows * l.wp
 }
 
 /// Packs OIHW weights (`cout × cin·kh·kw`) chunk by chunk of input channels: within a chunk,
@@ -245,6 +303,12 @@ struct Split {
 }
 
 impl Split {
+    /// The strips of [`Split::new`] (their rows do not depend on the panel parts).
+    fn strips_only(l: &Layout, threads: usize) -> Split {
+        let mut split = Split::new(l, threads);
+        split.parts = 1;
+        split
+    }
     fn new(l: &Layout, threads: usize) -> Split {
         let (tiles, panels) = (l.tiles(), l.panels());
         // Panels are split only to give every thread enough items (each part reads the
@@ -269,6 +333,18 @@ impl Split {
     fn items(&self) -> usize {
         self.strips * self.parts
     }
+    /// Padded rows `r0..r1` that strip `s`'s positions read: from its first output row's
+    /// window top to its last output row's window bottom.
+    fn strip_rows(&self, l: &Layout, s: usize) -> (usize, usize) {
+        let tiles = l.tiles();
+        let (t0, t1) = (s * tiles / self.strips, (s + 1) * tiles / self.strips);
+        if t0 >= t1 {
+            return (0, 0);
+        }
+        let (oh0, oh1) = (t0 * PR / l.wo, ((t1 * PR).min(l.plane()) - 1) / l.wo);
+        let r1 = oh1 * l.sh + (l.kh - 1) * l.dh + 1;
+        (oh0 * l.sh, r1.min(l.hp))
+    }
     /// Item `i`: consecutive items share a strip (its input stays in cache); tiles spread
     /// evenly over the strips and panels over the parts (32 panels in 6 parts: 5, 5, 5, 5, 6,
     /// 6 rather than five of 6 and one of 2, which left a worker idle at 2 threads).
@@ -285,7 +361,8 @@ impl Split {
 }
 
 /// `output = act(W ⊛ input + bias + residual)` for a 2-D group-1 conv ([`applies`]) with
-/// weights from [`pack_weights`] and at least `scratch_len(g, 1)` floats of scratch.
+/// weights from [`pack_weights`] and at least `min_scratch_len(g, threads)` floats of scratch
+/// (`threads` the current pool's).
 ///
 /// # Panics
 /// If a slice is shorter than the geometry needs.
@@ -302,7 +379,11 @@ pub fn direct_channels_conv(
     scratch: &mut [f32],
 ) {
     assert!(applies(g), "direct_channels_conv: not a 2-D group-1 conv");
-    assert!(scratch.len() >= scratch_len(g, 1), "scratch too short");
+    let threads = rayon::current_num_threads().max(1);
+    assert!(
+        scratch.len() >= min_scratch_len(g, threads),
+        "scratch too short"
+    );
     assert!(input.len() >= g.input_len() && output.len() >= g.output_len());
     assert!(bias.len() >= g.out_channels);
     if let Some(r) = residual {
@@ -313,26 +394,23 @@ pub fn direct_channels_conv(
     let panels = l.panels();
     assert!(packed.len() >= panels * CR * g.in_channels * l.ntaps);
     let taps = &l.taps[..l.ntaps];
-    let (plane, chan) = (l.plane(), l.chan());
+    let plane = l.plane();
     let in_img = l.cin * l.h * l.w;
     let out_img = l.cout * plane;
-    let threads = rayon::current_num_threads().max(1);
     let split = Split::new(&l, threads);
     let items = split.items();
-    let (padded, totals) = scratch.split_at_mut(l.padded_len());
     let tot_len = l.totals_len();
     let strip_pos = l.strip_positions();
+    let per_strip = strip_padding(&l, threads);
     for n in 0..g.batch {
         let img = &input[n * in_img..(n + 1) * in_img];
-        let x: &[f32] = if l.padded {
-            pad_image(&l, img, padded);
-            padded
-        } else {
-            img
-        };
         let out_ptr = SendPtr(output[n * out_img..(n + 1) * out_img].as_mut_ptr());
         let res = residual.map(|r| &r[n * out_img..(n + 1) * out_img]);
-        let run = |it: Item, tot: &mut [f32]| {
+        // Item `it` into the totals `tot`, reading the layout's input rows from `row0` on in
+        // `x` (the padded image, a strip of it, or the input itself), `chan` floats a channel.
+        let run = |it: Item, tot: &mut [f32], x: &[f32], chan: usize, row0: usize| {
+            // Every position of the item reads rows from row0 on (bases never wrap below).
+            assert!(it.t0 * PR / l.wo * l.sh >= row0);
             let mut offsets = [0usize; CHUNK_K];
             let (mut live_off, mut live_step) = ([0usize; CHUNK_K], [0usize; CHUNK_K]);
             let mut c0 = 0;
@@ -346,9 +424,9 @@ pub fn direct_channels_conv(
                     }
                 }
                 let reach = offsets[..kc].iter().max().copied().unwrap_or(0);
-                // Every read x[base + offset] is in bounds: the last position's window
-                // origin plus the farthest step.
-                assert!(l.base(plane - 1) + reach < x.len());
+                // Every read x[base + offset] is in bounds: the item's last position's
+                // window origin plus the farthest step.
+                assert!(l.base((it.t1 * PR).min(plane) - 1) - row0 * l.wp + reach < x.len());
                 assert!(packed.len() >= (c0 * l.ntaps * panels + panels * kc) * CR);
                 // The next chunk's weights for this item's panels, fetched into L2 a few lines
                 // per tile while this chunk runs: on small maps (8×8, 7×7) a chunk is only a
@@ -370,7 +448,7 @@ pub fn direct_channels_conv(
                     let mut bases = [0usize; PR];
                     let (mut oh, mut ow) = (q0 / l.wo, q0 % l.wo);
                     for b in &mut bases[..width] {
-                        *b = oh * l.sh * l.wp + ow * l.sw;
+                        *b = (oh * l.sh - row0) * l.wp + ow * l.sw;
                         ow += 1;
                         if ow == l.wo {
                             (oh, ow) = (oh + 1, 0);
@@ -407,9 +485,10 @@ pub fn direct_channels_conv(
                             prefetch_l2(&n[fetched..end]);
                             fetched = end;
                         }
-                        // SAFETY: every base ≤ base(plane − 1) and every offset ≤ reach, with
-                        // base(plane − 1) + reach < x.len() (asserted for this chunk); the
-                        // panel holds kc·CR floats and the totals slice PR·CR.
+                        // SAFETY: every base (from row0 on: asserted for the item) is at most
+                        // the item's last one and every offset ≤ reach, with that base + reach
+                        // < x.len() (asserted for this chunk); the panel holds kc·CR floats
+                        // and the totals slice PR·CR.
                         unsafe {
                             tile_sums(
                                 level,
@@ -448,9 +527,38 @@ pub fn direct_channels_conv(
                 );
             }
         };
-        for_each_item(items, &mut *totals, tot_len, |i, tot| {
-            run(split.item(&l, i), tot)
-        });
+        if per_strip {
+            let slot_len = strip_slot_len(&l, &split);
+            // Each task's slot: its totals, then the padded rows of the strip it last padded.
+            for_each_item_state(
+                items,
+                &mut *scratch,
+                slot_len,
+                |_| None,
+                |i, slot, held: &mut Option<usize>| {
+                    let s = i / split.parts;
+                    let (r0, r1) = split.strip_rows(&l, s);
+                    let (tot, rows) = slot.split_at_mut(tot_len);
+                    let rows = &mut rows[..l.cin * (r1 - r0) * l.wp];
+                    if *held != Some(s) {
+                        pad_rows(&l, img, r0, r1, rows, true);
+                        *held = Some(s);
+                    }
+                    run(split.item(&l, i), tot, rows, (r1 - r0) * l.wp, r0);
+                },
+            );
+        } else {
+            let (padded, totals) = scratch.split_at_mut(l.padded_len());
+            let x: &[f32] = if l.padded {
+                pad_rows(&l, img, 0, l.hp, padded, false);
+                padded
+            } else {
+                img
+            };
+            for_each_item(items, &mut *totals, tot_len, |i, tot| {
+                run(split.item(&l, i), tot, x, l.chan(), 0)
+            });
+        }
     }
 }
 
@@ -471,12 +579,13 @@ pub(crate) fn prefetch_l2(s: &[f32]) {
     let _ = s;
 }
 
-/// Copies one NCHW image into the zero-padded layout `cin × Hp × Wp`.
-fn pad_image(l: &Layout, img: &[f32], padded: &mut [f32]) {
-    let (hw, chan) = (l.h * l.w, l.chan());
+/// Copies padded rows `r0..r1` of one NCHW image into `cin × (r1 − r0) × Wp` (all of them:
+/// the zero-padded layout `cin × Hp × Wp`).
+fn pad_rows(l: &Layout, img: &[f32], r0: usize, r1: usize, padded: &mut [f32], in_task: bool) {
+    let (hw, chan) = (l.h * l.w, (r1 - r0) * l.wp);
     let copy = |(c, dst): (usize, &mut [f32])| {
         let src = &img[c * hw..(c + 1) * hw];
-        for (y, row) in dst.chunks_exact_mut(l.wp).enumerate() {
+        for (y, row) in (r0..).zip(dst.chunks_exact_mut(l.wp)) {
             match y.checked_sub(l.pt).filter(|&sy| sy < l.h) {
                 Some(sy) => {
                     row[..l.pl].fill(0.0);
@@ -487,8 +596,11 @@ fn pad_image(l: &Layout, img: &[f32], padded: &mut [f32]) {
             }
         }
     };
+    if chan == 0 {
+        return;
+    }
     let body = &mut padded[..l.cin * chan];
-    if body.len() >= 1 << 16 && rayon::current_num_threads() > 1 {
+    if body.len() >= 1 << 16 && rayon::current_num_threads() > 1 && !in_task {
         body.par_chunks_mut(chan).enumerate().for_each(copy);
     } else {
         body.chunks_mut(chan).enumerate().for_each(copy);
@@ -713,7 +825,43 @@ mod tests {
             // (no live kernel row) next to rows with one or two.
             (1, 3, 2, 2, 16, [3, 3], s1, [1, 1], [4, 4], [4, 4]),
             (1, 4, 3, 5, 16, [7, 1], s1, [1, 1], [5, 0], [4, 0]),
+            // Maps of two strips or more: at 2 threads each worker pads its strip's rows.
+            (1, 3, 50, 50, 16, [3, 3], s1, [1, 1], [1, 1], [1, 1]),
+            (1, 4, 48, 48, 16, [7, 1], s1, [1, 1], [3, 0], [3, 0]),
         ]
+    }
+
+    /// Padded convs pad per strip on several workers where the strips cover the workers and
+    /// their rows overlap little, and share one padded image otherwise.
+    #[test]
+    fn pads_per_strip_where_strips_cover_the_workers() {
+        let layout = |cin, hw, cout, k: [usize; 2], st, p: [usize; 2]| {
+            let g = ConvGeometry::new(1, cin, &[hw, hw], cout, &k, &[st, st], &[1, 1], &p, &p, 1)
+                .expect("geometry");
+            Layout::new(&g)
+        };
+        let by_strip = [
+            layout(3, 50, 16, [3, 3], 1, [1, 1]),
+            layout(4, 48, 16, [7, 1], 1, [3, 0]),
+            // Inception-v3's 7×1 and 1×7 at 17×17, ResNet-50's 3×3/2 from 28×28.
+            layout(192, 17, 192, [7, 1], 1, [3, 0]),
+            layout(160, 17, 192, [1, 7], 1, [0, 3]),
+            layout(256, 28, 256, [3, 3], 2, [1, 1]),
+        ];
+        for l in &by_strip {
+            assert!(strip_padding(l, 2), "{l:?}");
+            assert!(!strip_padding(l, 1), "{l:?}");
+        }
+        let shared = [
+            // One strip (ResNet-50's 512-channel 3×3/2 to 7×7), unpadded, and the 7×7/2 stem
+            // (its strips of 4–5 output rows each read 15–16 padded rows).
+            layout(512, 14, 512, [3, 3], 2, [1, 1]),
+            layout(192, 17, 192, [3, 3], 1, [0, 0]),
+            layout(3, 224, 64, [7, 7], 2, [3, 3]),
+        ];
+        for l in &shared {
+            assert!(!strip_padding(l, 2), "{l:?}");
+        }
     }
 
     #[test]

@@ -51,6 +51,22 @@ pub(crate) fn for_each_item_init<I, F>(
     I: Fn(&mut [f32]) + Sync,
     F: Fn(usize, &mut [f32]) + Sync,
 {
+    for_each_item_state(items, scratch, slot_len, init, |i, slot, _| run(i, slot))
+}
+
+/// [`for_each_item_init`] with a state per task: `init(slot)` makes it before the task's
+/// first item and every `run(item, slot, state)` of the task gets it (a kernel that keeps
+/// track of what its slot holds from one item to the next).
+pub(crate) fn for_each_item_state<S, I, F>(
+    items: usize,
+    scratch: &mut [f32],
+    slot_len: usize,
+    init: I,
+    run: F,
+) where
+    I: Fn(&mut [f32]) -> S + Sync,
+    F: Fn(usize, &mut [f32], &mut S) + Sync,
+{
     use rayon::prelude::*;
     let threads = rayon::current_num_threads().max(1);
     let slots = scratch.len().checked_div(slot_len).unwrap_or(usize::MAX);
@@ -62,9 +78,9 @@ pub(crate) fn for_each_item_init<I, F>(
     if workers <= 1 {
         let slot = &mut scratch[..slot_len];
         if items > 0 {
-            init(slot);
+            let mut state = init(slot);
+            (0..items).for_each(|i| run(i, slot, &mut state));
         }
-        (0..items).for_each(|i| run(i, slot));
         return;
     }
     // Share w: items [w·items/workers, (w+1)·items/workers); next[w] counts claims from it.
@@ -83,7 +99,7 @@ pub(crate) fn for_each_item_init<I, F>(
         // by this task alone until it releases the bit below; `run` starts no parallel work,
         // so no other task of this call runs on this thread meanwhile.
         let slot = unsafe { std::slice::from_raw_parts_mut(base.0.add(w * slot_len), slot_len) };
-        init(slot);
+        let mut state = init(slot);
         for k in 0..workers {
             let share = (w + k) % workers;
             loop {
@@ -91,7 +107,7 @@ pub(crate) fn for_each_item_init<I, F>(
                 if i >= end(share) {
                     break;
                 }
-                run(i, slot);
+                run(i, slot, &mut state);
             }
         }
         held.fetch_and(!(1u64 << w), Ordering::Release);
@@ -118,7 +134,7 @@ fn claim_slot(held: &AtomicU64, own: Option<usize>, workers: usize) -> usize {
 }
 
 /// The plain dynamic hand-out for pools wider than [`MAX_SHARES`].
-fn shared_counter<I, F>(
+fn shared_counter<S, I, F>(
     items: usize,
     scratch: &mut [f32],
     slot_len: usize,
@@ -126,21 +142,21 @@ fn shared_counter<I, F>(
     init: &I,
     run: &F,
 ) where
-    I: Fn(&mut [f32]) + Sync,
-    F: Fn(usize, &mut [f32]) + Sync,
+    I: Fn(&mut [f32]) -> S + Sync,
+    F: Fn(usize, &mut [f32], &mut S) + Sync,
 {
     use rayon::prelude::*;
     let next = AtomicUsize::new(0);
     scratch[..slot_len * workers]
         .par_chunks_mut(slot_len)
         .for_each(|slot| {
-            init(slot);
+            let mut state = init(slot);
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= items {
                     break;
                 }
-                run(i, slot);
+                run(i, slot, &mut state);
             }
         });
 }
