@@ -337,5 +337,56 @@ fn bench_sibling_groups(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_convs, bench_gemm, bench_sibling_groups);
+/// The max pools of Inception-v3 (3×3/2, unpadded: 64 channels at 147×147, 192 at 71×71) and
+/// ResNet-50 (3×3/2 pad 1, 64 channels at 112×112), planned at the machine's SIMD level (the
+/// AVX-512 rows-first path where it has AVX-512, `pool2d::avx512`) and capped at AVX2 (the
+/// row walk), side by side.
+fn bench_max_pools(c: &mut Criterion) {
+    use engine::kernels::pool::{PoolGeometry, PoolKind, PreparedPool};
+    use engine::kernels::{set_max_simd_level, SimdLevel};
+    let pool = pool();
+    let mut group = c.benchmark_group("max_pool");
+    group.measurement_time(Duration::from_secs(3));
+    for (name, channels, hw, pad) in [
+        ("inception_64x147_3x3s2", 64, 147, 0),
+        ("inception_192x71_3x3s2", 192, 71, 0),
+        ("resnet50_64x112_3x3s2p1", 64, 112, 1),
+    ] {
+        let out = (hw + 2 * pad - 3) / 2 + 1;
+        let g = PoolGeometry {
+            batch: 1,
+            channels,
+            in_spatial: vec![hw, hw],
+            kernel: vec![3, 3],
+            strides: vec![2, 2],
+            dilations: vec![1, 1],
+            pads_begin: vec![pad, pad],
+            pads_end: vec![pad, pad],
+            out_spatial: vec![out, out],
+        };
+        let x = values(channels * hw * hw, 3);
+        let mut y = vec![0.0f32; channels * out * out];
+        group.throughput(Throughput::Elements((channels * hw * hw) as u64));
+        for (label, cap) in [("native", None), ("avx2", Some(SimdLevel::Avx2))] {
+            // The plan keeps the level in force when it is made.
+            let level = set_max_simd_level(cap);
+            let prepared =
+                PreparedPool::new(g.clone(), PoolKind::Max, threads()).expect("pool geometry");
+            set_max_simd_level(None);
+            let id = format!("{label}_{level:?}_t{}", threads());
+            group.bench_function(BenchmarkId::new(name, id), |b| {
+                b.iter(|| pool.install(|| prepared.run(black_box(&x), &mut y).expect("pool")))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_convs,
+    bench_gemm,
+    bench_sibling_groups,
+    bench_max_pools
+);
 criterion_main!(benches);
