@@ -13,7 +13,7 @@
 //!
 //! 1. Padded convs copy the image once into a zero-padded buffer `cin × Hp × Wp` (on several
 //!    workers, where the strips below allow, each worker copies only the padded rows of its
-//!    strip into its own slot: [`strip_padding`]); unpadded ones read the input where it lies.
+//!    strip into its own slot: `strip_padding`); unpadded ones read the input where it lies.
 //!    No phase split: broadcasts read any address.
 //! 2. A work item is a strip of position tiles × a range of 16-channel panels. For each chunk
 //!    of input channels (at most `CHUNK_K` = 128 multiply-adds per output, the blocked summation
@@ -217,7 +217,7 @@ impl Layout {
 
 /// Scratch floats [`direct_channels_conv`] needs to run `threads` workers: on one, the padded
 /// image (padded convs only) plus its running totals; on more, one slot per worker (its totals,
-/// and for padded convs the padded rows of its strip: [`strip_padding`]). With less, fewer
+/// and for padded convs the padded rows of its strip: `strip_padding`). With less, fewer
 /// workers run; [`min_scratch_len`] must fit.
 pub fn scratch_len(g: &ConvGeometry, threads: usize) -> usize {
     let l = Layout::new(g);
