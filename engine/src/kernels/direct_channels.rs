@@ -256,27 +256,14 @@ fn strip_padding(l: &Layout, threads: usize) -> bool {
     }
     // The strips' rows overlap by the window's height: copying them must not cost much more
     // than copying the image once.
-    let split = Split::strips_only(l, threads);
-    let rows: usize = (0..split.strips)
-        .map(|s| {
-            let (r0, r1) = split.strip_rows(l, s);
-            r1 - r0
-        })
-        .sum();
+    let rows: usize = Split::new(l, threads).strip_heights(l).sum();
     2 * rows <= 3 * l.hp
 }
 
 /// Floats of one worker's slot when padding per strip: its running totals, then the padded
 /// rows of the tallest strip.
 fn strip_slot_len(l: &Layout, split: &Split) -> usize {
-    let rows = (0..split.strips)
-        .map(|s| {
-            let (r0, r1) = split.strip_rows(l, s);
-            r1 - r0
-        })
-        .max()
-        .unwrap_or(0);
-    l.totals_len() + l.cin * rows * l.wp
+    l.totals_len() + l.cin * split.strip_heights(l).max().unwrap_or(0) * l.wp
 }
 
 /// Packs OIHW weights (`cout × cin·kh·kw`) chunk by chunk of input channels: within a chunk,
@@ -303,12 +290,6 @@ struct Split {
 }
 
 impl Split {
-    /// The strips of [`Split::new`] (their rows do not depend on the panel parts).
-    fn strips_only(l: &Layout, threads: usize) -> Split {
-        let mut split = Split::new(l, threads);
-        split.parts = 1;
-        split
-    }
     fn new(l: &Layout, threads: usize) -> Split {
         let (tiles, panels) = (l.tiles(), l.panels());
         // Panels are split only to give every thread enough items (each part reads the
@@ -332,6 +313,13 @@ impl Split {
     }
     fn items(&self) -> usize {
         self.strips * self.parts
+    }
+    /// Padded rows each strip reads ([`Split::strip_rows`]).
+    fn strip_heights<'a>(&'a self, l: &'a Layout) -> impl Iterator<Item = usize> + 'a {
+        (0..self.strips).map(|s| {
+            let (r0, r1) = self.strip_rows(l, s);
+            r1 - r0
+        })
     }
     /// Padded rows `r0..r1` that strip `s`'s positions read: from its first output row's
     /// window top to its last output row's window bottom.
@@ -402,6 +390,7 @@ pub fn direct_channels_conv(
     let tot_len = l.totals_len();
     let strip_pos = l.strip_positions();
     let per_strip = strip_padding(&l, threads);
+    let slot_len = strip_slot_len(&l, &split);
     for n in 0..g.batch {
         let img = &input[n * in_img..(n + 1) * in_img];
         let out_ptr = SendPtr(output[n * out_img..(n + 1) * out_img].as_mut_ptr());
@@ -528,7 +517,6 @@ pub fn direct_channels_conv(
             }
         };
         if per_strip {
-            let slot_len = strip_slot_len(&l, &split);
             // Each task's slot: its totals, then the padded rows of the strip it last padded.
             for_each_item_state(
                 items,

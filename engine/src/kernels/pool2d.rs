@@ -423,7 +423,7 @@ fn plane_scalar<const MAX: bool>(p: &Plan, x: &[f32], out: &mut [f32], s: &mut S
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Flat, Plan, Scratch, MAX_STACK_ROWS, PREFETCH_MIN_PLANE};
+    use super::{rows_ahead, Flat, Plan, Scratch, MAX_STACK_ROWS, PREFETCH_MIN_PLANE};
     use std::arch::x86_64::*;
 
     /// AVX2 plane: picks the stride (1 or 2) and a 3-tap unrolled or any-width row pass.
@@ -661,12 +661,7 @@ mod avx2 {
                 orow.fill(p.neutral());
                 continue;
             }
-            let last = w.first + (w.n - 1) * p.dh;
-            assert!(last < p.ih);
-            // Planes from memory: fetch the next window's new rows while this row works
-            // (three row streams defeat the hardware prefetcher). Rows past the end are
-            // clamped to the last one; small planes skip it (it costs more than it saves).
-            let ahead = [last + 1, last + 2].map(|r| x.as_ptr().add(r.min(p.ih - 1) * iw));
+            let ahead = rows_ahead(p, w, x);
             let divv = _mm256_set1_ps(w.div);
             let mut o = 0;
             while o < ow {
@@ -900,6 +895,17 @@ mod avx2 {
     }
 }
 
+/// Where the two input rows after window `w`'s last one start (clamped to the plane's last
+/// row), after checking that the window's rows lie in the plane (`w.n > 0`). The fused paths
+/// prefetch them while the current output row works, for planes from memory: three row
+/// streams defeat the hardware prefetcher; small planes skip it (it costs more than it
+/// saves).
+fn rows_ahead(p: &Plan, w: &RowWin, x: &[f32]) -> [*const f32; 2] {
+    let last = w.first + (w.n - 1) * p.dh;
+    assert!(last < p.ih && x.len() == p.ih * p.iw);
+    [last + 1, last + 2].map(|r| x[r.min(p.ih - 1) * p.iw..].as_ptr())
+}
+
 /// Whether a plan for `g` takes the AVX-512 rows-first max pool (on machines with AVX-512):
 /// lets the tests check that their geometries reach it.
 #[cfg(all(test, target_arch = "x86_64"))]
@@ -923,7 +929,7 @@ pub(super) fn rows_first_max(g: &PoolGeometry, kind: PoolKind) -> bool {
 /// a zero, as between the other levels).
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Plan, PREFETCH_MIN_PLANE};
+    use super::{rows_ahead, Plan, PREFETCH_MIN_PLANE};
     use std::arch::x86_64::*;
 
     /// Output columns per block (one 16-lane vector).
@@ -963,10 +969,7 @@ mod avx512 {
                 orow.fill(p.neutral());
                 continue;
             }
-            let last = w.first + (w.n - 1) * p.dh;
-            assert!(last < p.ih);
-            // The next window's new rows, fetched while this row works (as the AVX2 path).
-            let ahead = [last + 1, last + 2].map(|r| x.as_ptr().add(r.min(p.ih - 1) * iw));
+            let ahead = rows_ahead(p, w, x);
             let mut o = 0;
             while o < ow {
                 let b = o.min(ow - BLOCK);
